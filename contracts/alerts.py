@@ -1,0 +1,86 @@
+"""Safety alerts and what happens to them after they are raised."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AwareDatetime, Field
+
+from contracts.common import Envelope, NonEmptyStr, ParticipantId
+
+# Namespace for deterministic alert ids: the same trigger always yields the same alert_id.
+ALERT_NAMESPACE = uuid.UUID("6f1c1d2e-5b0a-4f7e-9a55-2d0f4f0a7c11")
+
+
+def alert_id_for(rule_id: str, participant_id: str | None, trigger: str) -> uuid.UUID:
+    """The alert id of a rule firing on a trigger (e.g. the evidence event ids joined)."""
+    return uuid.uuid5(ALERT_NAMESPACE, f"{rule_id}|{participant_id or 'trial'}|{trigger}")
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    INFO = "info"
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+    LIVE_PAGE = "live_page"
+
+
+Scalar = float | int | str | bool | None
+
+
+class _AlertEnvelope(Envelope):
+    alert_id: uuid.UUID
+    participant_id: ParticipantId | None = Field(
+        default=None, description="None for a trial-level alert"
+    )
+
+
+class AlertRaised(_AlertEnvelope):
+    event_type: Literal["alert.raised"] = "alert.raised"
+    rule_id: NonEmptyStr
+    rule_version: int = Field(ge=1)
+    severity: Severity
+    title: NonEmptyStr
+    evidence: list[uuid.UUID] = Field(min_length=1, description="event_ids that triggered it")
+    due_by: AwareDatetime | None = Field(default=None, description="Regulatory or review deadline")
+    thresholds: dict[str, Scalar] = Field(default_factory=dict)
+    facts: dict[str, Scalar] = Field(default_factory=dict, description="Measured values")
+
+
+class AlertDelivered(_AlertEnvelope):
+    event_type: Literal["alert.delivered"] = "alert.delivered"
+    channel: Channel
+    recipient: NonEmptyStr = Field(description="Role or address alias, never a participant")
+
+
+class AlertDeliveryFailed(_AlertEnvelope):
+    event_type: Literal["alert.delivery_failed"] = "alert.delivery_failed"
+    channel: Channel
+    recipient: NonEmptyStr
+    attempt: int = Field(ge=1)
+    error: str = Field(max_length=2000)
+
+
+class AlertAcknowledged(_AlertEnvelope):
+    event_type: Literal["alert.acknowledged"] = "alert.acknowledged"
+    acknowledged_by: NonEmptyStr
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class AlertEscalated(_AlertEnvelope):
+    event_type: Literal["alert.escalated"] = "alert.escalated"
+    level: int = Field(ge=1)
+    escalated_to: NonEmptyStr
+
+
+class AlertResolved(_AlertEnvelope):
+    event_type: Literal["alert.resolved"] = "alert.resolved"
+    resolved_by: NonEmptyStr
+    resolution: str = Field(min_length=1, max_length=2000)

@@ -1,0 +1,217 @@
+"""Participant-level clinical facts: everything that travels on `trial.events`."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from enum import StrEnum
+from typing import Any, Literal, Self
+
+from pydantic import AwareDatetime, Field, field_validator, model_validator
+
+from contracts.common import ClinicalEnvelope, NonEmptyStr, PartialDate
+from contracts.units import Analyte, UnitError, canonical_unit, check_range, fold_unit, normalise
+
+PROTOCOL_CELLS_PER_KG = 1_000_000
+
+
+class Sex(StrEnum):
+    FEMALE = "F"
+    MALE = "M"
+
+
+class Visit(StrEnum):
+    BASELINE = "baseline"
+    M1 = "M1"
+    M3 = "M3"
+    M6 = "M6"
+    M9 = "M9"
+    M12 = "M12"
+    UNSCHEDULED = "unscheduled"
+
+
+class Comparator(StrEnum):
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+
+
+class SeriousnessCriterion(StrEnum):
+    DEATH = "death"
+    LIFE_THREATENING = "life_threatening"
+    HOSPITALIZATION = "hospitalization"
+    DISABILITY = "disability"
+    CONGENITAL_ANOMALY = "congenital_anomaly"
+    IMPORTANT_MEDICAL_EVENT = "important_medical_event"
+
+
+class Relatedness(StrEnum):
+    NOT_RELATED = "not_related"
+    UNLIKELY = "unlikely"
+    POSSIBLE = "possible"
+    PROBABLE = "probable"
+    DEFINITE = "definite"
+
+    @property
+    def is_related(self) -> bool:
+        """DESIGN.md: related means possible, probable or definite."""
+        return self in (Relatedness.POSSIBLE, Relatedness.PROBABLE, Relatedness.DEFINITE)
+
+
+class Expectedness(StrEnum):
+    EXPECTED = "expected"
+    UNEXPECTED = "unexpected"
+
+
+class Locality(StrEnum):
+    LOCAL = "local"
+    SYSTEMIC = "systemic"
+
+
+class AeOutcome(StrEnum):
+    RECOVERING = "recovering"
+    RECOVERED = "recovered"
+    RECOVERED_WITH_SEQUELAE = "recovered_with_sequelae"
+    NOT_RECOVERED = "not_recovered"
+    FATAL = "fatal"
+    UNKNOWN = "unknown"
+
+
+class ParticipantEnrolled(ClinicalEnvelope):
+    event_type: Literal["participant.enrolled"] = "participant.enrolled"
+    sex: Sex = Field(description="Sex at birth, F or M, as CKD-EPI 2021 needs it")
+    birth_date: date | None = None
+    age_years: int | None = Field(default=None, ge=18, le=120, description="Age at enrolment")
+    weight_kg: float | None = Field(default=None, gt=20, le=350)
+    site_id: NonEmptyStr
+    enrolled_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _needs_an_age(self) -> Self:
+        if self.birth_date is None and self.age_years is None:
+            raise ValueError("age_years: give birth_date or age_years (CKD-EPI needs the age)")
+        if self.birth_date is not None and self.birth_date >= self.enrolled_at.date():
+            raise ValueError("birth_date: must be before enrolled_at")
+        return self
+
+
+class DoseAdministered(ClinicalEnvelope):
+    event_type: Literal["dose.administered"] = "dose.administered"
+    cells_total: float = Field(gt=0, le=1e12, description="Viable cells injected")
+    weight_kg: float = Field(gt=20, le=350, description="Body weight used to compute the dose")
+    route: Literal["intra-renal"] = "intra-renal"
+    lot: NonEmptyStr
+
+    @property
+    def cells_per_kg(self) -> float:
+        return self.cells_total / self.weight_kg
+
+
+class VisitCompleted(ClinicalEnvelope):
+    event_type: Literal["visit.completed"] = "visit.completed"
+    visit: Visit
+
+
+class LabResulted(ClinicalEnvelope):
+    """A lab value, always in its analyte's canonical unit once validated.
+
+    A value sent in another accepted unit is converted here and the original kept beside it;
+    a censored value (`comparator` set, e.g. "<0.2") is kept but no numeric rule reads it.
+    """
+
+    event_type: Literal["lab.resulted"] = "lab.resulted"
+    visit: Visit | None = Field(default=None, description="Protocol visit, if the sample had one")
+    analyte: Analyte
+    value: float
+    unit: str
+    comparator: Comparator | None = None
+    loinc: str | None = Field(default=None, pattern=r"^\d{1,7}-\d$")
+    original_value: float | None = None
+    original_unit: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise_unit(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        analyte, value, unit = data.get("analyte"), data.get("value"), data.get("unit")
+        if analyte not in set(Analyte) or not isinstance(unit, str):
+            return data  # field validation names what is missing or wrong
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return data
+        if not math.isfinite(value):
+            raise ValueError("value: must be a finite number")
+        a = Analyte(analyte)
+        try:
+            if fold_unit(unit) == canonical_unit(a):
+                check_range(a, float(value))
+                return {**data, "unit": canonical_unit(a)}
+            converted = normalise(a, float(value), unit)
+        except UnitError as e:
+            field = "value" if "range" in str(e) else "unit"
+            raise ValueError(f"{field}: {e}") from None
+        return {
+            **data,
+            "value": converted,
+            "unit": canonical_unit(a),
+            "original_value": value,
+            "original_unit": unit,
+        }
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_is_canonical(cls, unit: str) -> str:
+        if unit not in {canonical_unit(a) for a in Analyte}:
+            raise ValueError(f"unit {unit!r} is not a known lab unit")
+        return unit
+
+    @property
+    def is_numeric(self) -> bool:
+        """Whether numeric rules may read this value (a censored value is not a number)."""
+        return self.comparator is None
+
+
+class _AdverseEventFields(ClinicalEnvelope):
+    ae_id: NonEmptyStr = Field(description="The site's AE identifier; updates repeat it")
+    term: NonEmptyStr = Field(description="Verbatim or MedDRA preferred term")
+    onset_date: PartialDate
+    end_date: PartialDate | None = None
+    ctcae_grade: int = Field(ge=1, le=5)
+    serious: bool
+    seriousness_criteria: list[SeriousnessCriterion] = Field(default_factory=list)
+    relatedness: Relatedness
+    expectedness: Expectedness | None = Field(
+        default=None, description="None while not yet assessed"
+    )
+    local_or_systemic: Locality | None = None
+    outcome: AeOutcome = AeOutcome.UNKNOWN
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.seriousness_criteria and not self.serious:
+            raise ValueError(
+                "serious: is false but seriousness_criteria are given; an AE meeting a "
+                "seriousness criterion is serious"
+            )
+        if self.serious and not self.seriousness_criteria:
+            raise ValueError("seriousness_criteria: a serious AE must name at least one criterion")
+        if len(set(self.seriousness_criteria)) != len(self.seriousness_criteria):
+            raise ValueError("seriousness_criteria: a criterion is listed twice")
+        if self.ctcae_grade == 5 and self.outcome is not AeOutcome.FATAL:
+            raise ValueError("outcome: a CTCAE grade 5 AE is a death; outcome must be fatal")
+        return self
+
+    @property
+    def is_related(self) -> bool:
+        return self.relatedness.is_related
+
+
+class AeReported(_AdverseEventFields):
+    event_type: Literal["ae.reported"] = "ae.reported"
+
+
+class AeUpdated(_AdverseEventFields):
+    """A follow-up of an AE: repeats the full AE as now known."""
+
+    event_type: Literal["ae.updated"] = "ae.updated"

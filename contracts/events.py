@@ -1,0 +1,126 @@
+"""Every event type as one discriminated union, and the codec between events and bytes.
+
+`parse_event` is the single way into the typed world: it accepts bytes, str or a dict and either
+returns an event or raises `InvalidEvent`, whose `errors` name each field and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeAlias, get_args
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from contracts.alerts import (
+    AlertAcknowledged,
+    AlertDelivered,
+    AlertDeliveryFailed,
+    AlertEscalated,
+    AlertRaised,
+    AlertResolved,
+)
+from contracts.clinical import (
+    AeReported,
+    AeUpdated,
+    DoseAdministered,
+    LabResulted,
+    ParticipantEnrolled,
+    VisitCompleted,
+)
+
+ClinicalEvent: TypeAlias = (
+    ParticipantEnrolled | DoseAdministered | VisitCompleted | LabResulted | AeReported | AeUpdated
+)
+LifecycleEvent: TypeAlias = (
+    AlertDelivered | AlertDeliveryFailed | AlertAcknowledged | AlertEscalated | AlertResolved
+)
+AnyEvent: TypeAlias = ClinicalEvent | AlertRaised | LifecycleEvent
+
+EVENT_CLASSES: tuple[type[AnyEvent], ...] = (
+    *get_args(ClinicalEvent),
+    AlertRaised,
+    *get_args(LifecycleEvent),
+)
+EVENT_TYPES: dict[str, type[AnyEvent]] = {
+    cls.model_fields["event_type"].default: cls for cls in EVENT_CLASSES
+}
+
+_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(
+    Annotated[AnyEvent, Field(discriminator="event_type")]
+)
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+class InvalidEvent(ValueError):
+    """An event that does not satisfy the contract; `errors` name each field and reason."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        return [{"field": e.field, "reason": e.reason} for e in self.errors]
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    out: list[FieldError] = []
+    for err in exc.errors(include_url=False):
+        # The union tag is the first element of loc; drop it so the field reads as sent.
+        loc = [str(p) for p in err["loc"]]
+        if loc and loc[0] in EVENT_TYPES:
+            loc = loc[1:]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        field = ".".join(loc)
+        if not field and ": " in msg:
+            # Model-level validators name their field as "field: reason".
+            field, msg = msg.split(": ", 1)
+        if err["type"] == "missing":
+            msg = "is required"
+        out.append(FieldError(field or "(event)", msg))
+    return out
+
+
+def parse_event(raw: bytes | str | dict[str, Any]) -> AnyEvent:
+    """The event in `raw`, validated (units normalised), or InvalidEvent naming what is wrong."""
+    data: Any = raw
+    if isinstance(raw, bytes | str):
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidEvent([FieldError("(body)", f"not valid JSON: {e}")]) from None
+    if not isinstance(data, dict):
+        raise InvalidEvent([FieldError("(body)", "an event must be a JSON object")])
+    event_type = data.get("event_type")
+    if event_type is None:
+        raise InvalidEvent([FieldError("event_type", "is required")])
+    if event_type not in EVENT_TYPES:
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise InvalidEvent(
+            [FieldError("event_type", f"unknown event type {event_type!r} (known: {known})")]
+        )
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as e:
+        raise InvalidEvent(_field_errors(e)) from None
+
+
+def encode(event: AnyEvent) -> bytes:
+    """Canonical JSON bytes of an event: what goes on the wire and into the audit hash."""
+    return canonical_json(event.model_dump(mode="json"))
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(raw: bytes) -> AnyEvent:
+    return parse_event(raw)
