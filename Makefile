@@ -1,0 +1,39 @@
+# The two commands the README opens with: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test lint schemas kafka-up kafka-down clean
+
+$(BIN)/safety-monitor: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "need python3.11 on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/safety-monitor
+
+demo: venv
+	$(BIN)/safety-monitor demo
+
+test: venv
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/safety-monitor contracts check
+
+schemas: venv
+	$(BIN)/safety-monitor contracts export
+
+kafka-up: venv
+	$(BIN)/safety-monitor kafka up
+
+kafka-down: venv
+	$(BIN)/safety-monitor kafka down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

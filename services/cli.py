@@ -1,0 +1,98 @@
+"""The `safety-monitor` command: parses arguments, builds settings, calls one job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from deploy.kafka.launcher import KafkaLauncher, KafkaSettings, LauncherError, ensure_topics
+
+    launcher = KafkaLauncher(KafkaSettings())
+    try:
+        if args.action == "topics":
+            bootstrap = args.bootstrap or launcher.bootstrap
+            created = ensure_topics(bootstrap, replication_factor=args.replication_factor)
+            print(f"created {', '.join(created)}" if created else "all catalog topics exist")
+        elif args.action == "fetch":
+            print(f"kafka jars in {launcher.fetch()}")
+        elif args.action == "up":
+            print(launcher.up())
+            print(f"bootstrap: {launcher.bootstrap}")
+        elif args.action == "down":
+            was = launcher.down(purge=args.purge)
+            print("kafka stopped" if was else "kafka was not running")
+        else:
+            status = launcher.status()
+            print(status)
+            return 0 if status.running else 3
+    except LauncherError as e:
+        print(f"safety-monitor kafka {args.action}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _contracts(args: argparse.Namespace) -> int:
+    from contracts import export
+
+    if args.action == "export":
+        for path in export.export():
+            print(f"wrote {path}")
+        return 0
+    problems = export.stale()
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
+        print("run `safety-monitor contracts export` and commit the result", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from deploy.kafka.launcher import KafkaSettings, LauncherError
+    from services import demo
+
+    try:
+        return demo.run(KafkaSettings())
+    except LauncherError as e:
+        print(f"safety-monitor demo: {e}", file=sys.stderr)
+        return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="safety-monitor", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", help="the local Apache Kafka broker (KRaft, single node)")
+    kafka.add_argument("action", choices=["up", "down", "status", "fetch", "topics"])
+    kafka.add_argument("--purge", action="store_true", help="with down: delete its data too")
+    kafka.add_argument("--bootstrap", help="with topics: another broker (default: the local one)")
+    kafka.add_argument(
+        "--replication-factor", type=int, default=1, help="with topics: 3 in production"
+    )
+    kafka.set_defaults(func=_kafka)
+
+    contracts = sub.add_parser("contracts", help="JSON Schemas and the AsyncAPI document")
+    contracts.add_argument("action", choices=["export", "check"])
+    contracts.set_defaults(func=_contracts)
+
+    demo = sub.add_parser("demo", help="local demo of the whole stack on embedded defaults")
+    demo.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ValidationError as e:  # settings from the environment
+        print(f"safety-monitor: invalid settings:\n{e}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
