@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -62,6 +64,49 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from services.safety_rules import evaluate
+    from services.safety_rules.rules_config import load_rules
+
+    as_of = None
+    if args.as_of:
+        try:
+            as_of = datetime.fromisoformat(args.as_of)
+        except ValueError:
+            print(f"--as-of: {args.as_of!r} is not an ISO 8601 timestamp", file=sys.stderr)
+            return 2
+        if as_of.tzinfo is None:
+            print("--as-of: give a time zone (e.g. 2026-06-01T00:00:00Z)", file=sys.stderr)
+            return 2
+    cfg = load_rules(Path(args.rules) if args.rules else None)
+    try:
+        with open(args.events, encoding="utf-8") as lines:
+            alerts = evaluate.run(evaluate.read_events(lines), cfg, as_of)
+    except evaluate.BadLine as e:
+        print(f"safety-monitor evaluate: {args.events}: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"safety-monitor evaluate: {e}", file=sys.stderr)
+        return 2
+    evaluate.write(alerts, sys.stdout)
+    return 0
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from services.safety_rules.rules_config import load_rules
+    from services.safety_rules.settings import RulesSettings
+    from services.safety_rules.worker import build_app
+
+    settings = RulesSettings()
+    app = build_app(settings, load_rules(settings.rules_file))
+    # faust's own worker command: recovery of tables, graceful shutdown on SIGTERM/SIGINT
+    sys.argv = ["safety-monitor rules", "worker", "--loglevel", "info", *args.faust_args]
+    if not settings.rules_web_enabled:
+        sys.argv.append("--without-web")
+    app.main()
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="safety-monitor", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -78,6 +123,17 @@ def parser() -> argparse.ArgumentParser:
     contracts = sub.add_parser("contracts", help="JSON Schemas and the AsyncAPI document")
     contracts.add_argument("action", choices=["export", "check"])
     contracts.set_defaults(func=_contracts)
+
+    rules = sub.add_parser("rules", help="the safety rules stream worker (faust)")
+    rules.add_argument("action", choices=["worker"])
+    rules.add_argument("faust_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    rules.set_defaults(func=_rules)
+
+    ev = sub.add_parser("evaluate", help="run the safety rules offline over a JSONL event file")
+    ev.add_argument("events", help="JSONL file, one event per line (flat JSON as in contracts/)")
+    ev.add_argument("--as-of", help="evaluate time-based rules at this time (default: last event)")
+    ev.add_argument("--rules", help="thresholds file (default: services/safety_rules/rules.yaml)")
+    ev.set_defaults(func=_evaluate)
 
     demo = sub.add_parser("demo", help="local demo of the whole stack on embedded defaults")
     demo.set_defaults(func=_demo)

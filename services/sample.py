@@ -197,7 +197,7 @@ def demo_trial(participants: int = 10) -> Iterator[AnyEvent]:
         for visit, day in (("M1", 30), ("M3", 91)):
             at = dose_at + timedelta(days=day)
             yield VisitCompleted(**env(f"visit-{visit}", at), visit=visit)
-            factor = 1.0 + (0.9 if (n == 4 and visit == "M1") else 0.02 * (day // 30))
+            factor = 1.9 if (n == 4 and visit == "M1") else (1.01 if visit == "M1" else 0.99)
             # DN-004's creatinine nearly doubles at M1 (acute kidney injury), sent in umol/L
             yield LabResulted(
                 **env(f"{visit}-creatinine", at),

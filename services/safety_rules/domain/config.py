@@ -1,0 +1,107 @@
+"""Thresholds of every rule. The values live in services/safety_rules/rules.yaml, which a safety
+officer can read; this model validates that file and gives each rule its typed slice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Thresholds(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    enabled: bool = True
+
+    def used(self) -> dict[str, Any]:
+        """The thresholds as recorded on an alert."""
+        return {k: v for k, v in self.model_dump().items() if k != "enabled"}
+
+
+class SaeReported(_Thresholds):
+    due_hours: float = Field(24, gt=0)
+
+
+class SusarClock(_Thresholds):
+    fatal_or_life_threatening_days: int = Field(7, gt=0)
+    other_days: int = Field(15, gt=0)
+
+
+class AeSevere(_Thresholds):
+    min_grade: int = Field(3, ge=1, le=5)
+
+
+class CreatinineAki(_Thresholds):
+    absolute_rise_mg_dl: float = Field(0.3, gt=0)
+    absolute_window_hours: float = Field(48, gt=0)
+    ratio_stage_1: float = Field(1.5, gt=1)
+    ratio_window_days: float = Field(7, gt=0)
+    ratio_stage_2: float = Field(2.0, gt=1)
+    ratio_stage_3: float = Field(3.0, gt=1)
+    stage_3_mg_dl: float = Field(4.0, gt=0)
+
+
+class EgfrDecline(_Thresholds):
+    high_drop: float = Field(0.30, gt=0, lt=1)
+    critical_drop: float = Field(0.40, gt=0, lt=1)
+
+
+class EgfrKidneyFailure(_Thresholds):
+    below: float = Field(15, gt=0)
+
+
+class EgfrRapidSlope(_Thresholds):
+    decline_per_year: float = Field(5.0, gt=0)
+    min_results: int = Field(3, ge=2)
+
+
+class UacrRise(_Thresholds):
+    ratio: float = Field(2.0, gt=1)
+    a3_above_mg_g: float = Field(300, gt=0)
+
+
+class InflammationRise(_Thresholds):
+    tnf_alpha_ratio: float = Field(2.0, gt=1)
+
+
+class DoseDeviation(_Thresholds):
+    target_cells_per_kg: float = Field(1_000_000, gt=0)
+    tolerance: float = Field(0.10, gt=0, lt=1)
+
+
+class VisitOverdue(_Thresholds):
+    # visit -> (target day after the dose, +/- days)
+    windows: dict[str, tuple[int, int]] = {
+        "M1": (30, 7),
+        "M3": (91, 14),
+        "M6": (182, 14),
+        "M9": (273, 14),
+        "M12": (365, 14),
+    }
+
+
+class TrialStoppingRule(_Thresholds):
+    related_severe_sae_participants: int = Field(2, ge=1)
+    min_grade: int = Field(3, ge=1, le=5)
+
+
+class LabEgfrMismatch(_Thresholds):
+    tolerance: float = Field(0.10, gt=0, lt=1)
+    same_sample_hours: float = Field(24, gt=0)
+
+
+class RulesConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sae_reported: SaeReported = SaeReported()
+    susar_clock: SusarClock = SusarClock()
+    ae_severe: AeSevere = AeSevere()
+    creatinine_aki: CreatinineAki = CreatinineAki()
+    egfr_decline: EgfrDecline = EgfrDecline()
+    egfr_kidney_failure: EgfrKidneyFailure = EgfrKidneyFailure()
+    egfr_rapid_slope: EgfrRapidSlope = EgfrRapidSlope()
+    uacr_rise: UacrRise = UacrRise()
+    inflammation_rise: InflammationRise = InflammationRise()
+    dose_deviation: DoseDeviation = DoseDeviation()
+    visit_overdue: VisitOverdue = VisitOverdue()
+    trial_stopping_rule: TrialStoppingRule = TrialStoppingRule()
+    lab_egfr_mismatch: LabEgfrMismatch = LabEgfrMismatch()

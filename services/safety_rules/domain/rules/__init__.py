@@ -1,0 +1,1 @@
+"""One small, versioned rule per module family; each returns the alerts it raises, nothing more."""

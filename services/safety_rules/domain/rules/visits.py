@@ -1,0 +1,48 @@
+"""visit.overdue: a time-based rule, evaluated at an explicit `now` (never the wall clock)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import ClassVar
+
+from contracts import Severity, Visit
+from services.safety_rules.domain.config import RulesConfig
+from services.safety_rules.domain.rules.base import Draft
+from services.safety_rules.domain.state import ParticipantState
+
+
+class VisitOverdue:
+    """A protocol visit whose window (days from the dose: M1 30 +/- 7, M3 91, M6 182, M9 273,
+    M12 365, each +/- 14) has closed with no visit.completed."""
+
+    rule_id: ClassVar[str] = "visit.overdue"
+    version: ClassVar[int] = 1
+
+    def due(
+        self, p: ParticipantState, now: datetime, cfg: RulesConfig
+    ) -> list[tuple[Draft, datetime]]:
+        """Drafts with the moment each visit became overdue (the end of its window)."""
+        t = cfg.visit_overdue
+        if p.dose_at is None or p.dose_event_id is None:
+            return []
+        out = []
+        for visit, (day, tolerance) in t.windows.items():
+            closes = p.dose_at + timedelta(days=day + tolerance)
+            if now <= closes or Visit(visit) in p.visits_done:
+                continue
+            out.append(
+                (
+                    Draft(
+                        self.rule_id,
+                        self.version,
+                        Severity.MEDIUM,
+                        f"Visit {visit} overdue: window closed {closes.date().isoformat()}",
+                        trigger=visit,
+                        evidence=(p.dose_event_id,),
+                        thresholds={"visit": visit, "target_day": day, "tolerance_days": tolerance},
+                        facts={"window_closed": closes.isoformat()},
+                    ),
+                    closes,
+                )
+            )
+        return out

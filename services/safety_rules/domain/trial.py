@@ -1,0 +1,91 @@
+"""Trial-level state and the DSMB stopping rule, folded from signals of related serious AEs.
+
+Participants live on different partitions, so the participant engine emits a small signal for
+each AE and one trial-wide fold (keyed by trial) decides the stopping rule.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts import Severity
+from services.safety_rules.domain.config import RulesConfig
+from services.safety_rules.domain.rules.base import Draft
+
+
+class TrialSignal(BaseModel):
+    """What the trial-level rule needs of one AE report or follow-up."""
+
+    model_config = ConfigDict(frozen=True)
+
+    trial_id: str
+    participant_id: str
+    ae_id: str
+    event_id: str
+    grade: int
+    serious: bool
+    related: bool
+    fatal: bool
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+class TrialState(BaseModel):
+    seen: set[str] = Field(default_factory=set)
+    # participant -> event_ids of their related serious AEs at or above the grade threshold
+    severe_related_saes: dict[str, list[str]] = Field(default_factory=dict)
+    raised: set[str] = Field(default_factory=set)
+
+
+class TrialStoppingRule:
+    """>= 2 participants with related grade >= 3 SAEs, or any related death: DSMB review."""
+
+    rule_id: ClassVar[str] = "trial.stopping_rule"
+    version: ClassVar[int] = 1
+
+    def check(self, trial: TrialState, signal: TrialSignal, cfg: RulesConfig) -> list[Draft]:
+        t = cfg.trial_stopping_rule
+        drafts = []
+        if signal.related and signal.fatal:
+            drafts.append(
+                Draft(
+                    self.rule_id,
+                    self.version,
+                    Severity.CRITICAL,
+                    "Stopping rule: a related death; DSMB review required",
+                    trigger=f"death|{signal.participant_id}|{signal.ae_id}",
+                    evidence=(signal.event_id,),
+                    thresholds=t.used(),
+                    facts={"participant_id": signal.participant_id, "ae_id": signal.ae_id},
+                )
+            )
+        count = len(trial.severe_related_saes)
+        if count >= t.related_severe_sae_participants:
+            evidence = tuple(e for ids in trial.severe_related_saes.values() for e in ids)
+            drafts.append(
+                Draft(
+                    self.rule_id,
+                    self.version,
+                    Severity.CRITICAL,
+                    f"Stopping rule: {count} participants with related grade >= {t.min_grade} "
+                    "SAEs; DSMB review required",
+                    trigger=f"related_severe_saes>={t.related_severe_sae_participants}",
+                    evidence=evidence,
+                    thresholds=t.used(),
+                    facts={"participants": count},
+                )
+            )
+        return drafts
+
+
+def apply_signal(trial: TrialState, signal: TrialSignal, cfg: RulesConfig) -> TrialState:
+    new = trial.model_copy(deep=True)
+    new.seen.add(signal.event_id)
+    counts = signal.related and signal.serious and signal.grade >= cfg.trial_stopping_rule.min_grade
+    ids = new.severe_related_saes.get(signal.participant_id, [])
+    if counts and signal.event_id not in ids:
+        new.severe_related_saes[signal.participant_id] = [*ids, signal.event_id]
+    return new

@@ -1,0 +1,67 @@
+"""`safety-monitor evaluate EVENTS.jsonl [--as-of T]`: the engine offline over a JSONL file.
+
+Writes each alert.raised as one JSON line on stdout, in the order raised; time-based rules are
+evaluated once at --as-of (default: the latest event time). A malformed line stops the run with
+its line number and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import TextIO
+
+from contracts import AlertRaised, ClinicalEvent, InvalidEvent, encode, parse_event
+from services.safety_rules.domain.config import RulesConfig
+from services.safety_rules.domain.engine import evaluate, evaluate_trial, tick
+from services.safety_rules.domain.state import ParticipantState
+from services.safety_rules.domain.trial import TrialState
+
+
+class BadLine(ValueError):
+    def __init__(self, number: int, reason: str) -> None:
+        super().__init__(f"line {number}: {reason}")
+        self.number = number
+
+
+def read_events(lines: Iterable[str]) -> Iterator[ClinicalEvent]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event = parse_event(line)
+        except InvalidEvent as e:
+            raise BadLine(number, str(e)) from None
+        if event.event_type.startswith("alert."):
+            raise BadLine(number, f"event_type: {event.event_type} is not a clinical event")
+        yield event  # type: ignore[misc]
+
+
+def run(
+    events: Iterable[ClinicalEvent], cfg: RulesConfig, as_of: datetime | None
+) -> list[AlertRaised]:
+    participants: dict[str, ParticipantState] = {}
+    trials: dict[str, TrialState] = {}
+    alerts: list[AlertRaised] = []
+    latest: datetime | None = None
+    for event in events:
+        latest = event.occurred_at if latest is None else max(latest, event.occurred_at)
+        out = evaluate(participants.get(event.participant_id, ParticipantState()), event, cfg)
+        participants[event.participant_id] = out.state
+        alerts += out.alerts
+        for signal in out.signals:
+            t = evaluate_trial(trials.get(signal.trial_id, TrialState()), signal, cfg)
+            trials[signal.trial_id] = t.state
+            alerts += t.alerts
+    now = as_of or latest
+    if now is not None:
+        for pid, state in sorted(participants.items()):
+            out = tick(state, now, cfg)
+            participants[pid] = out.state
+            alerts += out.alerts
+    return alerts
+
+
+def write(alerts: Iterable[AlertRaised], out: TextIO) -> None:
+    for alert in alerts:
+        out.write(encode(alert).decode() + "\n")
