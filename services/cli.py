@@ -93,12 +93,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> int:
+    from services.safety_rules.metrics import RulesMetrics
     from services.safety_rules.rules_config import load_rules
     from services.safety_rules.settings import RulesSettings
     from services.safety_rules.worker import build_app
 
     settings = RulesSettings()
-    app = build_app(settings, load_rules(settings.rules_file))
+    app = build_app(settings, load_rules(settings.rules_file), RulesMetrics()).app
     # faust's own worker command: recovery of tables, graceful shutdown on SIGTERM/SIGINT
     sys.argv = ["safety-monitor rules", "worker", "--loglevel", "info", *args.faust_args]
     if not settings.rules_web_enabled:

@@ -3,8 +3,9 @@
 Topics: trial.events in; safety.alerts and trial.dead-letter out. State lives in faust tables
 backed by changelog topics, so a restarted worker resumes where it was. Agents run with
 concurrency 1 (faust issue #606: with more, offsets can be committed past messages still in
-flight) and scale by partitions. Correctness does not rest on faust's exactly-once: alert ids
-are deterministic and every consumer downstream is idempotent by alert_id / event_id.
+flight) and the worker scales by partitions. Correctness does not rest on faust's exactly-once:
+alert ids are deterministic, the engine drops events it has seen, and every consumer downstream
+is idempotent by alert_id / event_id.
 
 Time-based rules need a table write outside any stream, which faust refuses, so a timer sends a
 tick per known participant to an internal ticks topic (co-partitioned with trial.events: same
@@ -15,17 +16,22 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from contracts import AnyEvent, ClinicalEvent, InvalidEvent, decode, encode, key_for
+from contracts import AlertRaised, ClinicalEvent, InvalidEvent, decode, encode, key_for
+from contracts.events import FieldError
 from contracts.topics import DEAD_LETTER, SAFETY_ALERTS, TRIAL_EVENTS
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.engine import evaluate, evaluate_trial, tick
 from services.safety_rules.domain.state import ParticipantState
 from services.safety_rules.domain.trial import TrialSignal, TrialState
+from services.safety_rules.metrics import RulesMetrics
 from services.safety_rules.settings import RulesSettings
 
 log = logging.getLogger("safety_rules.worker")
@@ -38,6 +44,7 @@ RAW: dict[str, Any] = {
 
 
 def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int, offset: int) -> bytes:
+    """What goes to trial.dead-letter: the reason, where it came from, the original bytes."""
     return json.dumps(
         {
             "reason": reason,
@@ -50,24 +57,41 @@ def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int, offs
 
 
 def clinical(raw: bytes | None) -> ClinicalEvent:
-    event: AnyEvent = decode(raw or b"")
+    """The clinical event in `raw`, or InvalidEvent (an alert on trial.events is invalid too)."""
+    event = decode(raw or b"")
     if event.event_type not in TRIAL_EVENTS.event_types:
-        raise InvalidEvent([])  # pragma: no cover - the topic holds clinical events only
+        raise InvalidEvent(
+            [FieldError("event_type", f"{event.event_type} does not belong on trial.events")]
+        )
     return event  # type: ignore[return-value]
 
 
-def build_app(settings: RulesSettings, cfg: RulesConfig) -> faust.App:
+@dataclass
+class RulesApp:
+    """The faust app and the parts tests reach for: its topics, tables and agents."""
+
+    app: faust.App
+    topics: dict[str, faust.TopicT]
+    tables: dict[str, faust.Table]
+    agents: dict[str, faust.types.AgentT]
+
+
+def build_app(settings: RulesSettings, cfg: RulesConfig, metrics: RulesMetrics) -> RulesApp:
     app = faust.App(
         settings.rules_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
+        store="memory://",  # rebuilt from the changelog topics at start
         datadir=str(settings.rules_data_dir),
         topic_replication_factor=1,
         table_standby_replicas=0,
         topic_partitions=settings.partitions,
+        topic_allow_declare=True,
         web_enabled=settings.rules_web_enabled,
         web_port=settings.rules_web_port,
+        web_bind=settings.rules_web_bind,
         producer_acks=-1,
+        broker_session_timeout=settings.rules_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.rules_session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
     )
     events = app.topic(TRIAL_EVENTS.name, **RAW)
@@ -85,31 +109,46 @@ def build_app(settings: RulesSettings, cfg: RulesConfig) -> faust.App:
     )
     trials = app.Table("trials", partitions=1, key_type=bytes, value_type=bytes)
 
-    async def publish(produced: list[Any]) -> None:
-        for alert in produced:
-            await alerts.send(key=key_for(alert), value=encode(alert))
+    async def publish(raised: list[AlertRaised]) -> None:
+        """Produces the alerts and waits for the broker's ack. Called before the state that
+        records them is written: a crash in between replays the event and raises the same
+        alert (same id, same bytes) again, which consumers drop; an alert is never lost."""
+        for alert in raised:
+            delivered = await alerts.send(key=key_for(alert), value=encode(alert))
+            await delivered
+            metrics.alerts.labels(alert.rule_id, alert.severity.value).inc()
+            lag = datetime.now(UTC) - alert.recorded_at
+            metrics.event_to_alert_seconds.observe(max(0.0, lag.total_seconds()))
+            log.info("alert raised rule_id=%s severity=%s alert_id=%s",
+                     alert.rule_id, alert.severity.value, alert.alert_id)  # fmt: skip
 
     @app.agent(events, concurrency=1)
     async def on_event(stream: faust.StreamT[Any]) -> None:
         async for message in stream.events():
-            key, raw = message.key, message.value
+            m = message.message
             try:
-                event = clinical(raw)
+                event = clinical(message.value)
             except InvalidEvent as e:
-                m = message.message
-                log.warning("dead-lettered offset %s:%s: %s", m.partition, m.offset, e)
-                await dead.send(
-                    key=key, value=dead_letter(raw, str(e), m.topic, m.partition, m.offset)
-                )
+                metrics.dead_letters.inc()
+                log.warning("dead-lettered %s[%s]@%s: %s", m.topic, m.partition, m.offset, e)
+                body = dead_letter(message.value, str(e), m.topic, m.partition, m.offset)
+                await dead.send(key=message.key, value=body)
                 continue
-            current = participants.get(key)
+            current = participants.get(message.key)
             state = ParticipantState.model_validate_json(current) if current else ParticipantState()
+            started = time.perf_counter()
             out = evaluate(state, event, cfg)
-            if out.state is not state:
-                participants[key] = out.state.model_dump_json().encode()
+            metrics.evaluate_seconds.observe(time.perf_counter() - started)
+            if out.state is state:
+                metrics.duplicates.inc()
+                continue
+            metrics.events.labels(event.event_type).inc()
             await publish(out.alerts)
             for s in out.signals:
-                await signals.send(key=s.trial_id.encode(), value=s.model_dump_json().encode())
+                await (
+                    await signals.send(key=s.trial_id.encode(), value=s.model_dump_json().encode())
+                )
+            participants[message.key] = out.state.model_dump_json().encode()
 
     @app.agent(ticks, concurrency=1)
     async def on_tick(stream: faust.StreamT[Any]) -> None:
@@ -117,11 +156,11 @@ def build_app(settings: RulesSettings, cfg: RulesConfig) -> faust.App:
             current = participants.get(key)
             if not current:
                 continue
-            now = datetime.fromisoformat(raw.decode())
-            out = tick(ParticipantState.model_validate_json(current), now, cfg)
+            metrics.ticks.inc()
+            out = tick(ParticipantState.model_validate_json(current), _instant(raw), cfg)
             if out.alerts:
-                participants[key] = out.state.model_dump_json().encode()
                 await publish(out.alerts)
+                participants[key] = out.state.model_dump_json().encode()
 
     @app.agent(signals, concurrency=1)
     async def on_signal(stream: faust.StreamT[Any]) -> None:
@@ -129,9 +168,9 @@ def build_app(settings: RulesSettings, cfg: RulesConfig) -> faust.App:
             current = trials.get(key)
             state = TrialState.model_validate_json(current) if current else TrialState()
             out = evaluate_trial(state, TrialSignal.model_validate_json(raw), cfg)
+            await publish(out.alerts)
             if out.state is not state:
                 trials[key] = out.state.model_dump_json().encode()
-            await publish(out.alerts)
 
     @app.timer(settings.rules_tick_seconds)  # type: ignore[untyped-decorator]
     async def clock() -> None:
@@ -140,4 +179,35 @@ def build_app(settings: RulesSettings, cfg: RulesConfig) -> faust.App:
         for key in list(participants.keys()):
             await ticks.send(key=key, value=now)
 
-    return app
+    def ready() -> bool:
+        ok = not app.rebalancing and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        metrics.ready.set(1 if ok else 0)
+        return ok
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ok = ready()
+        return web.json({"ready": ok}, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        ready()
+        # aiohttp refuses a charset inside content_type; the exposition format is utf-8 anyway
+        content_type = CONTENT_TYPE_LATEST.split("; charset")[0]
+        return web.bytes(generate_latest(metrics.registry), content_type=content_type)
+
+    return RulesApp(
+        app=app,
+        topics={"events": events, "alerts": alerts, "dead_letter": dead, "ticks": ticks,
+                "signals": signals},
+        tables={"participants": participants, "trials": trials},
+        agents={"on_event": on_event, "on_tick": on_tick, "on_signal": on_signal},
+    )  # fmt: skip
+
+
+def _instant(raw: bytes) -> datetime:
+    return datetime.fromisoformat(raw.decode())

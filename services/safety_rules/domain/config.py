@@ -52,6 +52,9 @@ class EgfrKidneyFailure(_Thresholds):
 class EgfrRapidSlope(_Thresholds):
     decline_per_year: float = Field(5.0, gt=0)
     min_results: int = Field(3, ge=2)
+    # Three results a few weeks apart extrapolate noise into hundreds per year; a slope is only
+    # read over at least this span (KDIGO speaks of a sustained decline).
+    min_span_days: float = Field(90, ge=0)
 
 
 class UacrRise(_Thresholds):

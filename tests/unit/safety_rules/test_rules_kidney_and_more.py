@@ -67,6 +67,20 @@ def test_egfr_slope_faster_than_5_per_year_from_3_results(last: float, expected:
     assert raised(events, "egfr.rapid_slope") == expected
 
 
+@pytest.mark.parametrize(("span_days", "expected"), [(89, []), (90, ["medium"])])
+def test_a_slope_is_read_only_over_90_days_or_more(span_days: int, expected: list[str]) -> None:
+    events = (
+        a_participant()
+        .enrolled()
+        .dosed()
+        .baseline("egfr", 60, day=0)
+        .lab("egfr", 58, day=span_days / 2)
+        .lab("egfr", 55, day=span_days)
+        .events()
+    )
+    assert raised(events, "egfr.rapid_slope") == expected
+
+
 def test_a_steep_slope_is_raised_once_while_it_stays_steep() -> None:
     events = (
         a_participant()

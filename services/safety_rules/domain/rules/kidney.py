@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import ClassVar
 
 from contracts import Analyte, ClinicalEvent, LabResulted, Severity
+from services.safety_rules.domain.config import EgfrRapidSlope as EgfrRapidSlopeConfig
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.rules.base import Draft
 from services.safety_rules.domain.state import LabPoint, ParticipantState
@@ -166,24 +167,30 @@ def slope_per_year(series: list[tuple[LabPoint, float]]) -> float:
 
 
 class EgfrRapidSlope:
-    """A fitted eGFR decline faster than 5 per year from >= 3 results. Raised when the slope
-    crosses the threshold, not again while it stays steep (one alert per crossing)."""
+    """A fitted eGFR decline faster than 5 per year from >= 3 results spanning >= 90 days.
+    Raised when the slope crosses the threshold, not again while it stays steep."""
 
     rule_id: ClassVar[str] = "egfr.rapid_slope"
     version: ClassVar[int] = 1
+
+    @staticmethod
+    def _steep(series: list[tuple[LabPoint, float]], t: EgfrRapidSlopeConfig) -> bool:
+        if len(series) < t.min_results:
+            return False
+        span = series[-1][0].occurred_at - series[0][0].occurred_at
+        if span < timedelta(days=t.min_span_days):
+            return False
+        return slope_per_year(series) < -t.decline_per_year
 
     def check(self, p: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) -> list[Draft]:
         now, t = _egfr_now(p, event), cfg.egfr_rapid_slope
         if now is None:
             return []
         series = p.egfr_series()
-        if len(series) < t.min_results:
+        before = [s for s in series if s[0].event_id != now[0].event_id]
+        if not self._steep(series, t) or self._steep(before, t):
             return []
         slope = slope_per_year(series)
-        before = [s for s in series if s[0].event_id != now[0].event_id]
-        was_steep = len(before) >= t.min_results and slope_per_year(before) < -t.decline_per_year
-        if slope >= -t.decline_per_year or was_steep:
-            return []
         return [
             Draft(
                 self.rule_id,

@@ -1,0 +1,57 @@
+"""The worker's Prometheus metrics, in a registry of its own (no participant in any label)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class RulesMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events = Counter(
+            "safety_monitor_rules_events_total",
+            "Clinical events evaluated",
+            ["event_type"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "safety_monitor_rules_duplicate_events_total",
+            "Events already seen (replays, redeliveries)",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "safety_monitor_rules_dead_letters_total",
+            "Messages that could not be decoded or validated",
+            registry=r,
+        )
+        self.alerts = Counter(
+            "safety_monitor_rules_alerts_total",
+            "Alerts raised",
+            ["rule_id", "severity"],
+            registry=r,
+        )
+        self.ticks = Counter(
+            "safety_monitor_rules_ticks_total", "Time-based rule evaluations", registry=r
+        )
+        self.evaluate_seconds = Histogram(
+            "safety_monitor_rules_evaluate_seconds",
+            "Engine time per event",
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.event_to_alert_seconds = Histogram(
+            "safety_monitor_rules_event_to_alert_seconds",
+            "From the event's recorded_at to its alert being produced",
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+        )
+        self.ready = Gauge(
+            "safety_monitor_rules_ready",
+            "1 when partitions are assigned and tables recovered",
+            registry=r,
+        )

@@ -1,0 +1,72 @@
+"""Small helpers the integration tests use to talk to the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from contracts import AnyEvent, encode, key_for, topic_for
+
+
+async def produce(bootstrap: str, events: list[AnyEvent]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for e in events:
+            await producer.send_and_wait(topic_for(e).name, encode(e), key=key_for(e))
+    finally:
+        await producer.stop()
+
+
+async def produce_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    """Every (key, value) on the topic right now, from the beginning."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    parts = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out: list[tuple[bytes | None, bytes]] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                out += [(r.key, r.value or b"") for r in records]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[tuple[bytes | None, bytes]]], bool],
+    timeout_s: float = 60,
+) -> list[tuple[bytes | None, bytes]]:
+    """Reads the topic until `done` holds for what is there; fails after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = await read_topic(bootstrap, topic)
+        if done(got):
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{topic}: condition not met after {timeout_s}s; saw {len(got)}")
+        await asyncio.sleep(0.5)
