@@ -72,8 +72,8 @@ class RulesApp:
 
     app: faust.App
     topics: dict[str, faust.TopicT]
-    tables: dict[str, faust.Table]
-    agents: dict[str, faust.types.AgentT]
+    tables: dict[str, faust.types.TableT[Any, Any]]
+    agents: dict[str, faust.types.AgentT[Any]]
 
 
 def build_app(settings: RulesSettings, cfg: RulesConfig, metrics: RulesMetrics) -> RulesApp:
