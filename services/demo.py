@@ -143,7 +143,9 @@ def run(settings: KafkaSettings) -> int:
         trial = list(demo_trial())
         started = time.monotonic()
         sent = asyncio.run(produce(status.bootstrap, trial))  # type: ignore[arg-type]
-        print(f"[demo] produced {sent} sample events (run it again: the same event_ids, so nothing new)")
+        print(
+            f"[demo] produced {sent} sample events (run it again: the same event_ids, so nothing new)"
+        )
         offline = evaluate_offline(trial, load_rules(), as_of=None)  # type: ignore[arg-type]
         expected = {str(a.alert_id) for a in offline if a.rule_id != "visit.overdue"}
         alerts = asyncio.run(_wait_alerts(status.bootstrap, expected))

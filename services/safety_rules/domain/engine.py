@@ -177,7 +177,7 @@ def tick(state: ParticipantState, now: datetime, cfg: RulesConfig) -> Outcome:
     ]
     if not any(str(a.alert_id) not in state.raised for a in alerts):
         return Outcome(state)
-    new = state.model_copy(deep=True)
+    new = state.evolve()
     return Outcome(new, _keep_new(new.raised, alerts))
 
 

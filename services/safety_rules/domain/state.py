@@ -9,7 +9,11 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from functools import singledispatch
 
-from pydantic import BaseModel, Field
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from contracts import (
     AeReported,
@@ -28,6 +32,8 @@ from services.safety_rules.domain.egfr import ckd_epi_2021, whole_years
 
 
 class LabPoint(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     event_id: str
     analyte: Analyte
     value: float
@@ -37,6 +43,8 @@ class LabPoint(BaseModel):
 
 
 class AeRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     event_id: str
     ae_id: str
     term: str
@@ -46,6 +54,9 @@ class AeRecord(BaseModel):
     related: bool
     unexpected: bool
     fatal: bool
+
+
+_T = TypeVar("_T")
 
 
 class ParticipantState(BaseModel):
@@ -62,6 +73,25 @@ class ParticipantState(BaseModel):
     visits_done: list[Visit] = Field(default_factory=list)
     seen: set[str] = Field(default_factory=set)
     raised: set[str] = Field(default_factory=set)
+    # Derived series, computed once per state: several rules read them for the same event.
+    _memo: dict[Any, Any] = PrivateAttr(default_factory=dict)
+
+    def _cached(self, key: Any, compute: Callable[[], _T]) -> _T:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]  # type: ignore[no-any-return]
+
+    def evolve(self) -> ParticipantState:
+        """A copy to fold the next event into: containers copied, the frozen records inside
+        them shared (a deep copy per event would make a long history quadratic)."""
+        new = self.model_copy()
+        new.labs = list(self.labs)
+        new.aes = dict(self.aes)
+        new.visits_done = list(self.visits_done)
+        new.seen = set(self.seen)
+        new.raised = set(self.raised)
+        new._memo = {}
+        return new
 
     # -- derived -------------------------------------------------------------------------------
     def age_on(self, day: date) -> int | None:
@@ -74,8 +104,12 @@ class ParticipantState(BaseModel):
 
     def numeric(self, analyte: Analyte) -> list[LabPoint]:
         """Numeric results of an analyte, in clinical time order."""
-        points = [p for p in self.labs if p.analyte is analyte and not p.censored]
-        return sorted(points, key=lambda p: (p.occurred_at, p.event_id))
+
+        def compute() -> list[LabPoint]:
+            points = [p for p in self.labs if p.analyte is analyte and not p.censored]
+            return sorted(points, key=lambda p: (p.occurred_at, p.event_id))
+
+        return self._cached(("numeric", analyte), compute)
 
     def baseline(self, analyte: Analyte) -> LabPoint | None:
         """The baseline-visit result, else the last result before the dose."""
@@ -97,17 +131,25 @@ class ParticipantState(BaseModel):
     def egfr_series(self) -> list[tuple[LabPoint, float]]:
         """eGFR over time: CKD-EPI 2021 from creatinine where it exists, else the reported value
         (a reported eGFR is used only when no creatinine was taken within a day of it)."""
+        return self._cached("egfr_series", self._egfr_series)
+
+    def _egfr_series(self) -> list[tuple[LabPoint, float]]:
         series: list[tuple[LabPoint, float]] = []
-        creatinines = self.numeric(Analyte.CREATININE)
-        for c in creatinines:
+        for c in self.numeric(Analyte.CREATININE):
             computed = self.computed_egfr(c)
             if computed is not None:
                 series.append((c, computed))
+        times = [c.occurred_at for c, _ in series]  # sorted: numeric() is in time order
         for e in self.numeric(Analyte.EGFR):
-            near = any(abs(c.occurred_at - e.occurred_at) <= timedelta(days=1) for c, _ in series)
-            if not near:
+            i = bisect_left(times, e.occurred_at - timedelta(days=1))
+            if i == len(times) or times[i] > e.occurred_at + timedelta(days=1):
                 series.append((e, e.value))
         return sorted(series, key=lambda s: (s[0].occurred_at, s[0].event_id))
+
+    def egfr_of(self, event_id: str) -> tuple[LabPoint, float] | None:
+        """The eGFR series entry of a lab event, if it gave one."""
+        index = self._cached("egfr_index", lambda: {s[0].event_id: s for s in self.egfr_series()})
+        return index.get(event_id)
 
     def baseline_egfr(self) -> tuple[LabPoint, float] | None:
         series = self.egfr_series()
@@ -182,7 +224,7 @@ _apply.register(AeUpdated, _apply_ae)
 def apply(state: ParticipantState, event: ClinicalEvent) -> ParticipantState:
     """The state after `event`, as a new object. A correction (`supersedes`) first removes what
     it corrects, so the corrected value is the one every rule reads."""
-    new = state.model_copy(deep=True)
+    new = state.evolve()
     new.participant_id = event.participant_id
     new.trial_id = event.trial_id
     new.seen.add(str(event.event_id))

@@ -82,7 +82,10 @@ class TrialStoppingRule:
 
 
 def apply_signal(trial: TrialState, signal: TrialSignal, cfg: RulesConfig) -> TrialState:
-    new = trial.model_copy(deep=True)
+    new = trial.model_copy()
+    new.seen = set(trial.seen)
+    new.raised = set(trial.raised)
+    new.severe_related_saes = dict(trial.severe_related_saes)
     new.seen.add(signal.event_id)
     counts = signal.related and signal.serious and signal.grade >= cfg.trial_stopping_rule.min_grade
     ids = new.severe_related_saes.get(signal.participant_id, [])

@@ -20,7 +20,9 @@ def _numeric_lab(event: ClinicalEvent, *analytes: Analyte) -> LabResulted | None
 
 
 def _point(p: ParticipantState, event: LabResulted) -> LabPoint:
-    return next(x for x in p.labs if x.event_id == str(event.event_id))
+    """The state's record of this lab (the newest, unless it was a late duplicate)."""
+    event_id = str(event.event_id)
+    return next(x for x in reversed(p.labs) if x.event_id == event_id)
 
 
 class CreatinineAki:
@@ -95,7 +97,7 @@ def _egfr_now(p: ParticipantState, event: ClinicalEvent) -> tuple[LabPoint, floa
     lab = _numeric_lab(event, Analyte.CREATININE, Analyte.EGFR)
     if lab is None:
         return None
-    return next((s for s in p.egfr_series() if s[0].event_id == str(lab.event_id)), None)
+    return p.egfr_of(str(lab.event_id))
 
 
 class EgfrDecline:

@@ -1,0 +1,111 @@
+"""Throughput and memory of the pure rule engine, offline (what `evaluate` and the worker run).
+
+Prints events/s for trials of growing history length and the peak Python memory, and writes
+benchmarks/results/engine_throughput.json. The state is copied per event, so the cost per event
+grows with a participant's history; the ratio between the longest and shortest history shows it.
+
+    .venv/bin/python benchmarks/engine_throughput.py
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from contracts import ClinicalEvent, parse_event
+from services.safety_rules.domain.config import RulesConfig
+from services.safety_rules.evaluate import run
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def trial(participants: int, labs_per_participant: int) -> list[ClinicalEvent]:
+    events: list[ClinicalEvent] = []
+    for n in range(participants):
+        pid = f"BM-{n:04d}"
+
+        def ev(kind: str, i: int, day: float, **fields: object) -> None:
+            at = T0 + timedelta(days=day)
+            events.append(
+                parse_event(
+                    {  # type: ignore[arg-type]
+                        "event_type": kind,
+                        "event_id": f"00000000-0000-4000-8000-{n:06d}{i:06d}",
+                        "trial_id": "BENCH",
+                        "participant_id": pid,
+                        "occurred_at": at.isoformat(),
+                        "recorded_at": at.isoformat(),
+                        "recorded_by": "bench",
+                        "source": "test",
+                        **fields,
+                    }
+                )
+            )
+
+        ev(
+            "participant.enrolled",
+            0,
+            -10,
+            sex="F",
+            age_years=55,
+            weight_kg=70,
+            site_id="s",
+            enrolled_at=(T0 - timedelta(days=10)).isoformat(),
+        )
+        ev("dose.administered", 1, 0, cells_total=70e6, weight_kg=70, lot="L")
+        for i in range(labs_per_participant):
+            analyte, value, unit = [
+                ("creatinine", 1.2, "mg/dL"),
+                ("uacr", 200.0, "mg/g"),
+                ("egfr", 50.0, "mL/min/1.73m2"),
+            ][i % 3]
+            ev(
+                "lab.resulted",
+                2 + i,
+                i * 3,
+                analyte=analyte,
+                value=value * (1 + (i % 5) / 100),
+                unit=unit,
+                visit="baseline" if i < 3 else None,
+            )
+    return events
+
+
+def measure(participants: int, labs: int) -> dict[str, float]:
+    events = trial(participants, labs)
+    tracemalloc.start()
+    started = time.perf_counter()
+    alerts = run(events, RulesConfig(), as_of=None)
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {
+        "participants": participants,
+        "labs_each": labs,
+        "events": len(events),
+        "alerts": len(alerts),
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(len(events) / elapsed),
+        "peak_mib": round(peak / 2**20, 1),
+    }
+
+
+def main() -> None:
+    rows = [measure(200, 12), measure(50, 48), measure(10, 240)]
+    for r in rows:
+        print("  ".join(f"{k}={v}" for k, v in r.items()))
+    ratio = rows[0]["events_per_s"] / rows[-1]["events_per_s"]
+    print(f"throughput at 12 labs/participant vs 240: {ratio:.1f}x")
+    out = Path(__file__).parent / "results" / "engine_throughput.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps({"runs": rows, "short_vs_long_history_ratio": round(ratio, 2)}, indent=2) + "\n"
+    )
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
