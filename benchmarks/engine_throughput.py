@@ -27,7 +27,7 @@ def trial(participants: int, labs_per_participant: int) -> list[ClinicalEvent]:
     for n in range(participants):
         pid = f"BM-{n:04d}"
 
-        def ev(kind: str, i: int, day: float, **fields: object) -> None:
+        def ev(kind: str, i: int, day: float, n: int = n, pid: str = pid, **fields: object) -> None:
             at = T0 + timedelta(days=day)
             events.append(
                 parse_event(

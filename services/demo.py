@@ -142,9 +142,10 @@ def run(settings: KafkaSettings) -> int:
         print(f"[demo] rules worker ready (metrics: http://127.0.0.1:{WORKER_PORT}/metrics)")
         trial = list(demo_trial())
         started = time.monotonic()
-        sent = asyncio.run(produce(status.bootstrap, trial))  # type: ignore[arg-type]
+        sent = asyncio.run(produce(status.bootstrap, trial))
         print(
-            f"[demo] produced {sent} sample events (run it again: the same event_ids, so nothing new)"
+            f"[demo] produced {sent} sample events "
+            "(run it again: the same event_ids, so nothing new)"
         )
         offline = evaluate_offline(trial, load_rules(), as_of=None)  # type: ignore[arg-type]
         expected = {str(a.alert_id) for a in offline if a.rule_id != "visit.overdue"}

@@ -6,11 +6,10 @@ the engine never mutates a state it was given (it folds into a deep copy).
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
-from functools import singledispatch
-
 from bisect import bisect_left
 from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from functools import singledispatch
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
