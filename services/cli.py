@@ -108,6 +108,44 @@ def _rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import uvicorn
+
+    from services.ingest.bootstrap import build
+    from services.ingest.domain.policy import Role
+    from services.ingest.settings import IngestSettings
+
+    parts = build(IngestSettings())
+    if args.action == "serve":
+        s = parts.settings
+        # uvicorn: graceful shutdown on SIGTERM (in-flight requests finish, lifespan closes)
+        uvicorn.run(parts.app, host=args.host or s.ingest_host, port=args.port or s.ingest_port,
+                    log_level="info", access_log=False)  # fmt: skip
+        return 0
+    if args.action == "keys":
+
+        async def keys() -> int:
+            await parts.store.create()
+            try:
+                if args.revoke:
+                    ok = await parts.store.revoke_key(args.revoke)
+                    print("revoked" if ok else f"no key {args.revoke}")
+                    return 0 if ok else 1
+                if args.role == "site" and not args.site:
+                    print("--site is required for a site key", file=sys.stderr)
+                    return 2
+                key_id, secret = await parts.store.add_key(Role(args.role), args.site)
+                print(f"key_id: {key_id}\nsecret: {secret}\n(shown once; only its hash is stored)")
+                return 0
+            finally:
+                await parts.store.close()
+
+        return asyncio.run(keys())
+    return 2
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="safety-monitor", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -124,6 +162,15 @@ def parser() -> argparse.ArgumentParser:
     contracts = sub.add_parser("contracts", help="JSON Schemas and the AsyncAPI document")
     contracts.add_argument("action", choices=["export", "check"])
     contracts.set_defaults(func=_contracts)
+
+    ingest = sub.add_parser("ingest", help="the ingest service: JSON, FHIR R4, CDISC SDTM")
+    ingest.add_argument("action", choices=["serve", "keys"])
+    ingest.add_argument("--host")
+    ingest.add_argument("--port", type=int)
+    ingest.add_argument("--role", choices=["site", "admin"], default="site", help="with keys")
+    ingest.add_argument("--site", help="with keys: the site a site key writes for")
+    ingest.add_argument("--revoke", metavar="KEY_ID", help="with keys: revoke a key")
+    ingest.set_defaults(func=_ingest)
 
     rules = sub.add_parser("rules", help="the safety rules stream worker (faust)")
     rules.add_argument("action", choices=["worker"])

@@ -1,0 +1,1 @@
+"""Ingest's adapters at the edge: Kafka, SQL, files."""

@@ -1,0 +1,92 @@
+"""The event log port and its Kafka adapter: a write returns only once the broker acknowledged
+it (acks=all, idempotent producer), so an accepted event is durable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from contracts import ClinicalEvent, encode, key_for, topic_for
+
+
+@dataclass(frozen=True)
+class Position:
+    topic: str
+    partition: int
+    offset: int
+
+
+class LogUnavailable(RuntimeError):
+    """The log did not acknowledge in time: nothing may be reported as accepted."""
+
+
+class EventLog(Protocol):
+    async def append(self, event: ClinicalEvent) -> Position: ...
+
+    async def ready(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class KafkaEventLog:
+    """Starts its producer lazily and again after a failure, so the service comes up (not
+    ready) while the broker is down and recovers when it is back."""
+
+    def __init__(self, bootstrap: str, timeout_s: float = 10.0) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    acks="all",
+                    enable_idempotence=True,
+                    request_timeout_ms=int(self.timeout_s * 1000),
+                )
+                try:
+                    await asyncio.wait_for(producer.start(), self.timeout_s)
+                except (KafkaError, OSError, TimeoutError) as e:
+                    await producer.stop()
+                    raise LogUnavailable(f"Kafka at {self.bootstrap} is unreachable: {e!r}") from e
+                self._producer = producer
+            return self._producer
+
+    async def _reset(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(producer.stop(), self.timeout_s)
+
+    async def append(self, event: ClinicalEvent) -> Position:
+        producer = await self._started()
+        topic = topic_for(event).name
+        try:
+            md = await asyncio.wait_for(
+                producer.send_and_wait(topic, encode(event), key=key_for(event)), self.timeout_s
+            )
+        except (KafkaError, OSError, TimeoutError) as e:
+            await self._reset()
+            raise LogUnavailable(f"Kafka did not acknowledge the write: {e!r}") from e
+        return Position(md.topic, md.partition, md.offset)
+
+    async def ready(self) -> bool:
+        try:
+            producer = await self._started()
+            await asyncio.wait_for(producer.partitions_for("trial.events"), self.timeout_s)
+            return True
+        except (LogUnavailable, KafkaError, OSError, TimeoutError):
+            await self._reset()
+            return False
+
+    async def close(self) -> None:
+        await self._reset()

@@ -1,0 +1,224 @@
+"""Ingest's own SQL state: accepted event ids, the participant registry, idempotency keys and
+hashed API keys. SQLite by default, PostgreSQL by URL, through the same SQLAlchemy code."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.ingest.domain.policy import Principal, Role
+
+metadata = MetaData()
+
+accepted = Table(
+    "ingest_accepted",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("content_sha256", String(64), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("participant_id", String(64), nullable=False, index=True),
+    Column("topic", String(100), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", Integer, nullable=False),
+    Column("recorded_by", String(200), nullable=False),
+    Column("accepted_at", DateTime(timezone=True), nullable=False),
+)
+participants = Table(
+    "ingest_participants",
+    metadata,
+    Column("participant_id", String(64), primary_key=True),
+    Column("trial_id", String(200), nullable=False),
+    Column("site_id", String(200), nullable=False),
+)
+idempotency = Table(
+    "ingest_idempotency",
+    metadata,
+    Column("key", String(300), primary_key=True),  # principal key_id + the client's key
+    Column("request_sha256", String(64), nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+api_keys = Table(
+    "ingest_api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("key_sha256", String(64), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("site_id", String(200), nullable=True),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    event_id: str
+    content_sha256: str
+    event_type: str
+    participant_id: str
+    topic: str
+    partition: int
+    offset: int
+    recorded_by: str
+
+
+def _hash_key(secret: str) -> str:
+    # API keys are 32 random bytes: a plain SHA-256 cannot be brute-forced, unlike a password.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class IngestStore:
+    def __init__(self, url: str) -> None:
+        self.engine: AsyncEngine = create_async_engine(url)
+
+    async def create(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(select(1))
+            return True
+        except Exception:  # readiness reports any failure as not ready
+            return False
+
+    # -- keys ---------------------------------------------------------------------------------
+    async def add_key(self, role: Role, site_id: str | None) -> tuple[str, str]:
+        """A new key: (key_id, secret). Only the hash is stored; the secret is shown once."""
+        key_id, secret = secrets.token_hex(6), f"sm_{secrets.token_urlsafe(32)}"
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                api_keys.insert().values(
+                    key_id=key_id,
+                    key_sha256=_hash_key(secret),
+                    role=role.value,
+                    site_id=site_id,
+                    revoked=False,
+                    created_at=datetime.now(UTC),
+                )
+            )
+        return key_id, secret
+
+    async def principal(self, secret: str) -> Principal | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(api_keys).where(api_keys.c.key_sha256 == _hash_key(secret))
+                )
+            ).first()
+        if row is None or row.revoked:
+            return None
+        return Principal(key_id=row.key_id, role=Role(row.role), site_id=row.site_id)
+
+    async def revoke_key(self, key_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                api_keys.update().where(api_keys.c.key_id == key_id).values(revoked=True)
+            )
+        return bool(done.rowcount)
+
+    # -- events -------------------------------------------------------------------------------
+    async def accepted(self, event_ids: Iterable[str]) -> dict[str, str]:
+        """event_id -> content hash, for the ids already accepted."""
+        ids = list(event_ids)
+        if not ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(accepted.c.event_id, accepted.c.content_sha256).where(
+                    accepted.c.event_id.in_(ids)
+                )
+            )
+            return {r.event_id: r.content_sha256 for r in rows}
+
+    async def sites_of(self, participant_ids: Iterable[str]) -> dict[str, str]:
+        ids = list(set(participant_ids))
+        if not ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(participants.c.participant_id, participants.c.site_id).where(
+                    participants.c.participant_id.in_(ids)
+                )
+            )
+            return {r.participant_id: r.site_id for r in rows}
+
+    async def record(self, rows: list[Accepted], enrolled: list[tuple[str, str, str]]) -> None:
+        """Records accepted events and new enrolments (participant, trial, site) in one
+        transaction; rows already there (a concurrent duplicate) are left as they are."""
+        if not rows:
+            return
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            known = await conn.execute(
+                select(accepted.c.event_id).where(
+                    accepted.c.event_id.in_([r.event_id for r in rows])
+                )
+            )
+            have = {r.event_id for r in known}
+            new = [r for r in rows if r.event_id not in have]
+            if new:
+                await conn.execute(
+                    accepted.insert(), [{**r.__dict__, "accepted_at": now} for r in new]
+                )
+            pids = await conn.execute(
+                select(participants.c.participant_id).where(
+                    participants.c.participant_id.in_([p for p, _, _ in enrolled])
+                )
+            )
+            registered = {r.participant_id for r in pids}
+            fresh = {p: (t, s) for p, t, s in enrolled if p not in registered}
+            if fresh:
+                await conn.execute(
+                    participants.insert(),
+                    [
+                        {"participant_id": p, "trial_id": t, "site_id": s}
+                        for p, (t, s) in fresh.items()
+                    ],
+                )
+
+    async def remembered(self, key: str) -> tuple[str, str] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(idempotency).where(idempotency.c.key == key))).first()
+        return (row.request_sha256, row.response) if row else None
+
+    async def remember(self, key: str, request_sha256: str, response: str) -> None:
+        async with self.engine.begin() as conn:
+            have = (
+                await conn.execute(select(idempotency.c.key).where(idempotency.c.key == key))
+            ).first()
+            if have is None:
+                await conn.execute(
+                    idempotency.insert().values(
+                        key=key,
+                        request_sha256=request_sha256,
+                        response=response,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+
+    async def counts(self) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            events = len((await conn.execute(select(accepted.c.event_id))).all())
+            people = len((await conn.execute(select(participants.c.participant_id))).all())
+        return {"accepted_events": events, "participants": people}

@@ -1,0 +1,267 @@
+"""The ingest HTTP API (FastAPI): thin routes over `Ingest`. OpenAPI at /docs."""
+# No `from __future__ import annotations` here: FastAPI resolves route annotations at runtime,
+# and the dependencies are closures of create_app.
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Field, TypeAdapter
+
+from contracts import ClinicalEvent
+from services.ingest.adapters.kafka_log import EventLog, LogUnavailable
+from services.ingest.adapters.store import IngestStore
+from services.ingest.domain.policy import SERVER_FIELDS, Principal, dumps
+from services.ingest.metrics import IngestMetrics
+from services.ingest.service import Ingest, Outcome, Refused, Result
+from services.ingest.settings import IngestSettings
+
+log = logging.getLogger("ingest.api")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BadBody(Exception):
+    pass
+
+
+def _request_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The OpenAPI request body (one event or a list) from the contracts, without the fields
+    the server sets; and the component schemas it refers to."""
+    adapter: TypeAdapter[Any] = TypeAdapter(
+        Annotated[ClinicalEvent, Field(discriminator="event_type")]
+    )
+    schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.pop("$defs", {})
+    for component in components.values():
+        for name in SERVER_FIELDS:
+            component.get("properties", {}).pop(name, None)
+        if "required" in component:
+            component["required"] = [r for r in component["required"] if r not in SERVER_FIELDS]
+    body = {"oneOf": [schema, {"type": "array", "items": schema, "minItems": 1}]}
+    return body, components
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, detail: str, errors: list[dict[str, Any]], **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": detail, "errors": errors}, status_code=status, headers=headers)
+
+
+def create_app(
+    settings: IngestSettings,
+    store: IngestStore,
+    event_log: EventLog,
+    ingest: Ingest,
+    metrics: IngestMetrics,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await store.create()
+        yield
+        await event_log.close()
+        await store.close()
+
+    app = FastAPI(
+        title="Trial safety monitor: ingest",
+        version="1",
+        description="The only way in: JSON events, FHIR R4 Bundles, CDISC SDTM files. A 2xx "
+        "means Kafka acknowledged the write (acks=all); 503 means retry the same request.",
+        lifespan=lifespan,
+    )
+    body_schema, components = _request_schema()
+
+    async def principal(
+        request: Request,
+        x_api_key: Annotated[
+            str | None, Header(description="API key of a site or an admin")
+        ] = None,
+    ) -> Principal:
+        secret = x_api_key
+        auth = request.headers.get("authorization", "")
+        if secret is None and auth.lower().startswith("bearer "):
+            secret = auth[7:].strip()
+        who = await store.principal(secret) if secret else None
+        if who is None:
+            raise _UnauthorizedError
+        return who
+
+    @app.exception_handler(_UnauthorizedError)
+    async def unauthorized(_: Request, __: Exception) -> JSONResponse:
+        return _error(
+            401,
+            "a valid API key is required (X-API-Key or Authorization: Bearer)",
+            [{"field": "X-API-Key", "reason": "missing, unknown or revoked"}],
+            **{"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    async def submit(
+        request: Request,
+        who: Principal,
+        source: str,
+        bodies: list[Any],
+        idempotency_key: str | None,
+        raw: bytes,
+    ) -> JSONResponse:
+        memo_key = f"{who.key_id}:{idempotency_key}" if idempotency_key else None
+        request_sha = hashlib.sha256(raw).hexdigest()
+        if memo_key:
+            remembered = await store.remembered(memo_key)
+            if remembered is not None:
+                if remembered[0] != request_sha:
+                    return _error(
+                        422,
+                        "Idempotency-Key reused with a different body",
+                        [{"field": "Idempotency-Key", "reason": "reused with a different body"}],
+                    )
+                first = json.loads(remembered[1])
+                first["replayed"] = True
+                return JSONResponse(
+                    first, status_code=200, headers={"Idempotency-Replayed": "true"}
+                )
+        try:
+            results = await ingest.accept(bodies, who, source)
+        except Refused as e:
+            metrics.refused.labels(source, str(e.status)).inc()
+            return _error(e.status, "refused: nothing in this request was stored", e.as_dicts())
+        except LogUnavailable:
+            metrics.kafka_unavailable.inc()
+            log.warning("kafka unavailable; answered 503")
+            return _error(
+                503,
+                "the event log is unavailable: nothing new was acknowledged; "
+                "retry the same request (it is idempotent)",
+                [{"field": "(service)", "reason": "Kafka did not acknowledge in time"}],
+                **{"Retry-After": str(settings.ingest_retry_after_s)},
+            )
+        payload = _summary(results)
+        for r in results:
+            metrics.events.labels(source, r.event.event_type, r.outcome.value).inc()
+        if memo_key:
+            await store.remember(memo_key, request_sha, dumps(payload))
+        return JSONResponse(payload, status_code=201 if payload["accepted"] else 200)
+
+    @app.post(
+        "/v1/events",
+        summary="Submit one event or a batch",
+        responses={
+            201: {"description": "stored (some new)"},
+            200: {"description": "all duplicates"},
+            401: {},
+            403: {},
+            409: {},
+            413: {},
+            422: {},
+            503: {},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": body_schema}},
+            }
+        },
+    )
+    async def post_events(
+        request: Request,
+        who: Annotated[Principal, Depends(principal)],
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> JSONResponse:
+        try:
+            raw = await _read_limited(request, settings.ingest_max_body_bytes)
+            bodies = _json_events(raw, settings.ingest_max_batch)
+        except BodyTooLarge:
+            return _error(
+                413,
+                "request body too large",
+                [{"field": "(body)", "reason": f"over {settings.ingest_max_body_bytes} bytes"}],
+            )
+        except BadBody as e:
+            return _error(400, "malformed request body", [{"field": "(body)", "reason": str(e)}])
+        return await submit(request, who, "api", bodies, idempotency_key, raw)
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: database and Kafka reachable")
+    async def readyz() -> JSONResponse:
+        db, kafka = await store.ping(), await event_log.ready()
+        ok = db and kafka
+        return JSONResponse(
+            {"ready": ok, "database": db, "kafka": kafka}, status_code=200 if ok else 503
+        )
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.state.submit = submit
+    return app
+
+
+class _UnauthorizedError(Exception):
+    pass
+
+
+def _json_events(raw: bytes, max_batch: int) -> list[Any]:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadBody(f"not valid JSON: {e}") from None
+    bodies = data if isinstance(data, list) else [data]
+    if not bodies:
+        raise BadBody("an empty batch")
+    if len(bodies) > max_batch:
+        raise BadBody(f"{len(bodies)} events in one request; at most {max_batch}")
+    return bodies
+
+
+def _summary(results: list[Result]) -> dict[str, Any]:
+    accepted = sum(r.outcome is Outcome.ACCEPTED for r in results)
+    return {
+        "accepted": accepted,
+        "duplicates": len(results) - accepted,
+        "results": [r.as_dict() for r in results],
+    }

@@ -1,0 +1,39 @@
+"""The ingest process's composition root: settings -> store, Kafka log, service, app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.ingest.adapters.kafka_log import KafkaEventLog
+from services.ingest.adapters.store import IngestStore
+from services.ingest.api import create_app
+from services.ingest.metrics import IngestMetrics
+from services.ingest.service import Ingest
+from services.ingest.settings import IngestSettings
+
+
+@dataclass
+class IngestParts:
+    settings: IngestSettings
+    store: IngestStore
+    log: KafkaEventLog
+    ingest: Ingest
+    metrics: IngestMetrics
+    app: FastAPI
+
+
+def build(settings: IngestSettings) -> IngestParts:
+    url = settings.ingest_database_url
+    if url.startswith("sqlite") and ":///" in url and not url.endswith(":memory:"):
+        Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    store = IngestStore(url)
+    log = KafkaEventLog(settings.kafka_bootstrap, settings.ingest_kafka_timeout_s)
+    metrics = IngestMetrics()
+    ingest = Ingest(store, log, clock=lambda: datetime.now(UTC))
+    return IngestParts(
+        settings, store, log, ingest, metrics, create_app(settings, store, log, ingest, metrics)
+    )

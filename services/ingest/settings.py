@@ -1,0 +1,22 @@
+"""Settings of the ingest service, from SAFETY_MONITOR_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IngestSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAFETY_MONITOR_")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    ingest_database_url: str = "sqlite+aiosqlite:///.local/ingest.db"
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 8001
+    ingest_max_body_bytes: int = Field(5 * 2**20, gt=0, description="Larger requests get 413")
+    ingest_max_batch: int = Field(5000, gt=0, description="Events in one POST /v1/events")
+    ingest_kafka_timeout_s: float = Field(10.0, gt=0, description="Then 503 with Retry-After")
+    ingest_retry_after_s: int = 5
+    ingest_trial_id: str = "UCMSC-DN-01"
+    # SDTM dates have no time zone; they are read in this one (IANA name), and imports say so.
+    ingest_site_timezone: str = "UTC"

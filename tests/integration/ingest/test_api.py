@@ -1,0 +1,208 @@
+"""POST /v1/events against the real broker: durable 2xx, duplicates, 503, bad input, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from contracts import decode
+from deploy.kafka.launcher import KafkaLauncher
+from tests.integration.conftest import launcher_in
+from tests.integration.contracts.test_kafka_roundtrip import consume_from
+from tests.integration.ingest.conftest import Api, make_api
+from tests.integration.safety_rules.test_worker import unique
+
+
+def enrolment(pid: str, site: str = "sardjito", **kw: Any) -> dict[str, Any]:
+    return {
+        "event_type": "participant.enrolled",
+        "event_id": str(uuid.uuid4()),
+        "trial_id": "UCMSC-DN-01",
+        "participant_id": pid,
+        "occurred_at": "2026-02-01T08:00:00+07:00",
+        "sex": "F",
+        "age_years": 52,
+        "weight_kg": 64,
+        "site_id": site,
+        "enrolled_at": "2026-02-01T08:00:00+07:00",
+        **kw,
+    }
+
+
+def lab(pid: str, **kw: Any) -> dict[str, Any]:
+    return {
+        "event_type": "lab.resulted",
+        "event_id": str(uuid.uuid4()),
+        "trial_id": "UCMSC-DN-01",
+        "participant_id": pid,
+        "occurred_at": "2026-03-01T08:00:00+07:00",
+        "visit": "M1",
+        "analyte": "creatinine",
+        "value": 106,
+        "unit": "umol/L",
+        **kw,
+    }
+
+
+async def test_an_accepted_event_is_on_its_topic_with_recorded_by_from_the_key(
+    api: Api, kafka: str
+) -> None:
+    pid = unique("API")
+    body = [enrolment(pid), lab(pid, recorded_by="someone-else")]
+    r = await api.client.post("/v1/events", json=body, headers=api.h(api.site_a))
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["accepted"] == 2 and [x["outcome"] for x in out["results"]] == ["accepted"] * 2
+    placed = out["results"][1]
+    (raw,) = await consume_from(kafka, "trial.events", {placed["partition"]: placed["offset"]})
+    event = decode(raw)
+    assert str(event.event_id) == body[1]["event_id"]
+    assert event.recorded_by.startswith("site:sardjito/key:")
+    assert (event.value, event.unit, event.original_unit) == (106 / 88.4, "mg/dL", "umol/L")  # type: ignore[union-attr]
+
+
+async def test_a_duplicate_is_stored_once_and_the_answer_says_so(api: Api) -> None:
+    pid = unique("DUP")
+    body = enrolment(pid)
+    first = await api.client.post("/v1/events", json=body, headers=api.h(api.site_a))
+    again = await api.client.post("/v1/events", json=body, headers=api.h(api.site_a))
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["results"][0]["outcome"] == "duplicate"
+    assert (await api.parts.store.counts())["accepted_events"] == 1
+    changed = await api.client.post(
+        "/v1/events", json={**body, "age_years": 53}, headers=api.h(api.site_a)
+    )
+    assert changed.status_code == 409
+    assert changed.json()["errors"][0]["field"] == "event_id"
+
+
+async def test_an_idempotency_key_replays_the_first_answer(api: Api) -> None:
+    pid = unique("IDK")
+    headers = api.h(api.site_a, **{"Idempotency-Key": "batch-7"})
+    first = await api.client.post("/v1/events", json=enrolment(pid), headers=headers)
+    again = await api.client.post(
+        "/v1/events",
+        content=first.request.content,
+        headers={**headers, "content-type": "application/json"},
+    )
+    assert again.status_code == 200 and again.json()["replayed"] is True
+    assert again.json()["results"] == first.json()["results"]
+    other = await api.client.post("/v1/events", json=enrolment(pid), headers=headers)
+    assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
+
+
+async def refused(
+    api: Api, body: Any, status: int, key: str | None = None, **kw: Any
+) -> dict[str, str]:
+    r = await api.client.post(
+        "/v1/events", headers=api.h(key or api.site_a), **({"json": body} | kw)
+    )
+    assert r.status_code == status, r.text
+    return {e["field"]: e["reason"] for e in r.json()["errors"]}
+
+
+async def test_bad_input_gets_a_4xx_naming_the_field_and_reason(api: Api) -> None:
+    pid = unique("BAD")
+    assert (
+        await api.client.post("/v1/events", json=enrolment(pid), headers=api.h(api.site_a))
+    ).status_code == 201
+    errors = await refused(api, None, 400, content=b'{"event_type": ')
+    assert "not valid JSON" in errors["(body)"]
+    assert "age_years" in await refused(api, enrolment(unique("T"), age_years="old"), 422)
+    assert "'mmol/L' is not accepted" in (await refused(api, lab(pid, unit="mmol/L"), 422))["unit"]
+    assert (
+        "physiological range"
+        in (await refused(api, lab(pid, value=95, unit="mg/dL"), 422))["value"]
+    )
+    assert (
+        "unknown participant" in (await refused(api, lab(unique("NOBODY")), 422))["participant_id"]
+    )
+    assert "another site" in (await refused(api, lab(pid), 403, key=api.site_b))["participant_id"]
+    assert (
+        "cannot enrol"
+        in (await refused(api, enrolment(unique("X"), site="sardjito"), 403, key=api.site_b))[
+            "site_id"
+        ]
+    )
+    big = [lab(pid)] * 40000
+    assert "(body)" in await refused(api, big, 413)
+    assert "X-API-Key" in await refused(api, lab(pid), 401, key="sm_wrong")
+    # the refused requests stored nothing
+    assert (await api.parts.store.counts())["accepted_events"] == 1
+
+
+async def test_a_refused_batch_stores_nothing_and_names_the_index(api: Api) -> None:
+    pid = unique("BATCH")
+    body = [enrolment(pid), lab(pid), lab(pid, analyte="sodium")]
+    r = await api.client.post("/v1/events", json=body, headers=api.h(api.site_a))
+    assert r.status_code == 422
+    assert r.json()["errors"][0]["index"] == 2 and r.json()["errors"][0]["field"] == "analyte"
+    assert (await api.parts.store.counts())["accepted_events"] == 0
+
+
+async def test_an_admin_key_writes_any_site_and_alerts_cannot_be_submitted(api: Api) -> None:
+    pid = unique("ADM")
+    r = await api.client.post(
+        "/v1/events", json=enrolment(pid, site="other"), headers=api.h(api.admin)
+    )
+    assert r.status_code == 201
+    alert = {
+        "event_type": "alert.raised",
+        "event_id": str(uuid.uuid4()),
+        "trial_id": "T",
+        "occurred_at": "2026-03-01T08:00:00Z",
+        "alert_id": str(uuid.uuid4()),
+        "rule_id": "x",
+        "rule_version": 1,
+        "severity": "info",
+        "title": "t",
+        "evidence": [str(uuid.uuid4())],
+    }
+    assert "event_type" in await refused(api, alert, 422, key=api.admin)
+
+
+async def test_with_kafka_down_the_api_answers_503_and_after_restart_the_same_request_succeeds(
+    tmp_path: Any,
+) -> None:
+    launcher: KafkaLauncher = launcher_in(tmp_path / "k")
+    await asyncio.to_thread(launcher.up)  # the launcher runs its own event loop
+    api = await make_api(launcher.bootstrap, tmp_path / "ingest.db")
+    try:
+        pid = unique("OUT")
+        ok = await api.client.post("/v1/events", json=enrolment(pid), headers=api.h(api.site_a))
+        assert ok.status_code == 201
+        assert (await api.client.get("/readyz")).status_code == 200
+        await asyncio.to_thread(launcher.down)
+        body = json.dumps([lab(pid), lab(pid)])
+        r = await api.client.post(
+            "/v1/events",
+            content=body,
+            headers=api.h(api.site_a, **{"content-type": "application/json"}),
+        )
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "5"
+        assert (await api.client.get("/readyz")).status_code == 503
+        assert (await api.parts.store.counts())["accepted_events"] == 1  # nothing half-written
+        await asyncio.to_thread(launcher.up)
+        again = await api.client.post(
+            "/v1/events",
+            content=body,
+            headers=api.h(api.site_a, **{"content-type": "application/json"}),
+        )
+        assert again.status_code == 201, again.text
+        assert (await api.parts.store.counts())["accepted_events"] == 3
+    finally:
+        await api.client.aclose()
+        await api.parts.log.close()
+        await api.parts.store.close()
+        await asyncio.to_thread(launcher.down, purge=True)
+
+
+async def test_health_metrics_and_openapi(api: Api) -> None:
+    assert (await api.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await api.client.get("/readyz")).status_code == 200
+    spec = (await api.client.get("/openapi.json")).json()
+    assert "/v1/events" in spec["paths"]
+    assert "safety_monitor_ingest_requests_total" in (await api.client.get("/metrics")).text
