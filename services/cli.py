@@ -7,8 +7,12 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from services.ingest.bootstrap import IngestParts
 
 
 def _kafka(args: argparse.Namespace) -> int:
@@ -121,9 +125,16 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.action == "serve":
         s = parts.settings
         # uvicorn: graceful shutdown on SIGTERM (in-flight requests finish, lifespan closes)
-        uvicorn.run(parts.app, host=args.host or s.ingest_host, port=args.port or s.ingest_port,
-                    log_level="info", access_log=False)  # fmt: skip
+        uvicorn.run(
+            parts.app,
+            host=args.host or s.ingest_host,
+            port=args.port or s.ingest_port,
+            log_level="info",
+            access_log=False,
+        )
         return 0
+    if args.action == "import":
+        return asyncio.run(_import(parts, args))
     if args.action == "keys":
 
         async def keys() -> int:
@@ -146,6 +157,50 @@ def _ingest(args: argparse.Namespace) -> int:
     return 2
 
 
+async def _import(parts: IngestParts, args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo
+
+    from services.ingest.adapters.kafka_log import LogUnavailable
+    from services.ingest.domain.policy import Principal, Role
+    from services.ingest.importer import import_sdtm, in_domain_order
+
+    if not args.files:
+        print("safety-monitor ingest import: name at least one file", file=sys.stderr)
+        return 2
+    zone = ZoneInfo(parts.settings.ingest_site_timezone)
+    who = Principal(key_id="cli-import", role=Role.ADMIN, site_id=None)
+    report_dir = Path(args.report_dir)
+    await parts.store.create()
+    code = 0
+    try:
+        for path in in_domain_order([Path(f) for f in args.files]):
+            try:
+                data = path.read_bytes()
+                summary = await import_sdtm(
+                    path.name, data, parts.ingest, who, zone, progress=not args.no_progress
+                )
+            except (OSError, ValueError) as e:
+                print(f"safety-monitor ingest import: {e}", file=sys.stderr)
+                code = 2
+                continue
+            except LogUnavailable as e:
+                print(
+                    f"safety-monitor ingest import: {e}; run it again: "
+                    "what was accepted is recognised",
+                    file=sys.stderr,
+                )
+                return 3
+            report = report_dir / f"{path.stem}-rejections.csv"
+            summary.write_report(report)
+            print(summary.render())
+            print(f"  every rejected row with its reason: {report}")
+            print(f"  times are read in {zone.key} (SAFETY_MONITOR_INGEST_SITE_TIMEZONE)")
+    finally:
+        await parts.log.close()
+        await parts.store.close()
+    return code
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="safety-monitor", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -164,7 +219,10 @@ def parser() -> argparse.ArgumentParser:
     contracts.set_defaults(func=_contracts)
 
     ingest = sub.add_parser("ingest", help="the ingest service: JSON, FHIR R4, CDISC SDTM")
-    ingest.add_argument("action", choices=["serve", "keys"])
+    ingest.add_argument("action", choices=["serve", "keys", "import"])
+    ingest.add_argument("files", nargs="*", help="with import: SDTM DM/EX/LB/AE .csv or .xpt")
+    ingest.add_argument("--report-dir", default=".local/imports", help="with import")
+    ingest.add_argument("--no-progress", action="store_true", help="with import")
     ingest.add_argument("--host")
     ingest.add_argument("--port", type=int)
     ingest.add_argument("--role", choices=["site", "admin"], default="site", help="with keys")

@@ -9,8 +9,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
-from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field, TypeAdapter
@@ -19,6 +20,7 @@ from contracts import ClinicalEvent
 from services.ingest.adapters.kafka_log import EventLog, LogUnavailable
 from services.ingest.adapters.store import IngestStore
 from services.ingest.domain.policy import SERVER_FIELDS, Principal, dumps
+from services.ingest.importer import import_sdtm
 from services.ingest.metrics import IngestMetrics
 from services.ingest.service import Ingest, Outcome, Refused, Result
 from services.ingest.settings import IngestSettings
@@ -127,6 +129,19 @@ def create_app(
         metrics.latency.labels(path).observe(time.perf_counter() - started)
         return response
 
+    zone = ZoneInfo(settings.ingest_site_timezone)
+
+    def unavailable() -> JSONResponse:
+        metrics.kafka_unavailable.inc()
+        log.warning("kafka unavailable; answered 503")
+        return _error(
+            503,
+            "the event log is unavailable: what was not acknowledged was not "
+            "stored; retry the same request (it is idempotent)",
+            [{"field": "(service)", "reason": "Kafka did not acknowledge in time"}],
+            **{"Retry-After": str(settings.ingest_retry_after_s)},
+        )
+
     async def submit(
         request: Request,
         who: Principal,
@@ -210,6 +225,58 @@ def create_app(
         except BadBody as e:
             return _error(400, "malformed request body", [{"field": "(body)", "reason": str(e)}])
         return await submit(request, who, "api", bodies, idempotency_key, raw)
+
+    @app.post(
+        "/v1/imports/sdtm",
+        summary="Import a CDISC SDTM file (DM, EX, LB or AE; CSV or SAS transport .xpt)",
+        description="Row by row: rows that map are accepted, the rest are listed with the "
+        "reason. Import DM before LB/AE/EX: a record needs its participant's enrolment. The "
+        "same file imported twice adds nothing.",
+        responses={200: {"description": "the import summary"}, 400: {}, 401: {}, 413: {}, 503: {}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        },
+    )
+    async def post_sdtm(
+        request: Request,
+        who: Annotated[Principal, Depends(principal)],
+        filename: Annotated[
+            str,
+            Query(
+                min_length=1,
+                max_length=200,
+                pattern=r"^[\w.-]+$",
+                description="e.g. lb.csv or ae.xpt",
+            ),
+        ],
+        domain: Annotated[str | None, Query(pattern="^(DM|EX|LB|AE)$")] = None,
+    ) -> JSONResponse:
+        try:
+            data = await _read_limited(request, settings.ingest_max_import_bytes)
+            summary = await import_sdtm(filename, data, ingest, who, zone, domain=domain)
+        except BodyTooLarge:
+            return _error(
+                413,
+                "file too large",
+                [{"field": "(body)", "reason": f"over {settings.ingest_max_import_bytes} bytes"}],
+            )
+        except (ValueError, UnicodeDecodeError) as e:
+            return _error(400, "unreadable file", [{"field": "(body)", "reason": str(e)}])
+        except LogUnavailable:
+            return unavailable()
+        for outcome, n in (
+            ("accepted", summary.accepted),
+            ("duplicate", summary.duplicates),
+            ("rejected", summary.rejected_rows),
+        ):
+            metrics.import_rows.labels("sdtm", outcome).inc(n)
+        return JSONResponse(summary.as_dict())
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

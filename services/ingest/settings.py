@@ -14,6 +14,7 @@ class IngestSettings(BaseSettings):
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 8001
     ingest_max_body_bytes: int = Field(5 * 2**20, gt=0, description="Larger requests get 413")
+    ingest_max_import_bytes: int = Field(64 * 2**20, gt=0, description="For file imports")
     ingest_max_batch: int = Field(5000, gt=0, description="Events in one POST /v1/events")
     ingest_kafka_timeout_s: float = Field(10.0, gt=0, description="Then 503 with Retry-After")
     ingest_retry_after_s: int = 5
