@@ -19,6 +19,8 @@ from pydantic import Field, TypeAdapter
 from contracts import ClinicalEvent
 from services.ingest.adapters.kafka_log import EventLog, LogUnavailable
 from services.ingest.adapters.store import IngestStore
+from services.ingest.domain.fhir import FhirContext, map_bundle
+from services.ingest.domain.mapping import RowError
 from services.ingest.domain.policy import SERVER_FIELDS, Principal, dumps
 from services.ingest.importer import import_sdtm
 from services.ingest.metrics import IngestMetrics
@@ -277,6 +279,82 @@ def create_app(
         ):
             metrics.import_rows.labels("sdtm", outcome).inc(n)
         return JSONResponse(summary.as_dict())
+
+    @app.post(
+        "/fhir/Bundle",
+        summary="Submit a FHIR R4 Bundle (transaction, batch or collection)",
+        description="ResearchSubject (with its Patient) enrols; Observation gives labs "
+        "(LOINC-coded creatinine, eGFR, UACR, TNF-alpha, IL-10); AdverseEvent gives AEs. Each "
+        "entry is accepted or rejected on its own, with the reason.",
+        responses={
+            200: {"description": "per-entry outcome"},
+            400: {},
+            401: {},
+            403: {},
+            413: {},
+            422: {},
+            503: {},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/fhir+json": {"schema": {"type": "object"}},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            }
+        },
+    )
+    async def post_bundle(
+        request: Request,
+        who: Annotated[Principal, Depends(principal)],
+        site_id: Annotated[
+            str | None,
+            Query(
+                max_length=200, description="admin keys: the site that ResearchSubjects enrol at"
+            ),
+        ] = None,
+    ) -> JSONResponse:
+        if who.site_id is not None and site_id not in (None, who.site_id):
+            return _error(
+                403,
+                "a site key enrols at its own site",
+                [{"field": "site_id", "reason": f"this key is for {who.site_id}"}],
+            )
+        try:
+            raw = await _read_limited(request, settings.ingest_max_import_bytes)
+            bundle = json.loads(raw)
+        except BodyTooLarge:
+            return _error(
+                413,
+                "Bundle too large",
+                [{"field": "(body)", "reason": f"over {settings.ingest_max_import_bytes} bytes"}],
+            )
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return _error(400, "malformed request body", [{"field": "(body)", "reason": str(e)}])
+        ctx = FhirContext(settings.ingest_trial_id, who.site_id or site_id, zone)
+        try:
+            mapped = map_bundle(bundle, ctx)
+            results, rejections = await ingest.accept_each(mapped.events, who, "fhir")
+        except RowError as e:
+            return _error(422, "not an accepted Bundle", [{"field": e.field, "reason": e.reason}])
+        except LogUnavailable:
+            return unavailable()
+        everything = mapped.rejections + rejections
+        for r in results:
+            metrics.events.labels("fhir", r.event.event_type, r.outcome.value).inc()
+        return JSONResponse(
+            {
+                "accepted": sum(r.outcome is Outcome.ACCEPTED for r in results),
+                "duplicates": sum(r.outcome is Outcome.DUPLICATE for r in results),
+                "rejected": len(everything),
+                "results": [{"entry": r.where, **r.as_dict()} for r in results],
+                "rejections": [
+                    {"entry": r.row, "field": r.field, "reason": r.reason} for r in everything
+                ],
+                "notes": [{"entry": n.row, "note": n.note} for n in mapped.notes],
+            }
+        )
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

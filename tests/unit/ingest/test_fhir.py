@@ -1,0 +1,155 @@
+"""FHIR R4 to events (pure): the example Bundle, and the real HL7/Synthea shapes."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts import parse_event
+from services.ingest.domain.fhir import FhirContext, map_bundle, map_resource
+from services.ingest.domain.mapping import Mapped, RowError
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "fhir"
+CTX = FhirContext(trial_id="UCMSC-DN-01", site_id="sardjito", zone=UTC)
+SERVER = {"recorded_at": "2026-11-01T00:00:00Z", "recorded_by": "test", "source": "fhir"}
+
+
+def example() -> Mapped:
+    return map_bundle(json.loads((DATA / "transaction-dn-201.json").read_text()), CTX)
+
+
+def by_entry(m: Mapped) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for where, event in m.events:
+        out.setdefault(where.split(" (")[0], []).append(event)
+    return out
+
+
+def test_a_research_subject_enrols_its_patient() -> None:
+    (enrolment,) = by_entry(example())["entry 1"]
+    assert (enrolment["participant_id"], enrolment["sex"], enrolment["birth_date"]) == (
+        "DN-201",
+        "F",
+        "1969-05-17",
+    )
+    assert enrolment["enrolled_at"] == "2026-01-05T09:00:00+07:00"
+
+
+def test_every_analyte_maps_with_its_loinc_and_unit() -> None:
+    e = by_entry(example())
+    got = {(x["analyte"], x["loinc"], x["unit"]) for n in range(2, 10) for x in e[f"entry {n}"]}
+    assert {
+        ("creatinine", "2160-0", "mg/dL"),
+        ("creatinine", "38483-4", "umol/L"),
+        ("egfr", "98979-8", "mL/min/{1.73_m2}"),
+        ("uacr", "14959-1", "mg/g"),
+        ("uacr", "9318-7", "mg/mmol{creat}"),
+        ("tnf_alpha", "3074-2", "pg/mL"),
+        ("il_10", "26848-2", "pg/mL"),
+    } <= got
+    for events in e.values():
+        for body in events:
+            parse_event({**body, **SERVER})  # every mapped event satisfies the contract
+
+
+def test_components_comparators_periods_and_issued_are_read() -> None:
+    m = example()
+    e = by_entry(m)
+    old = e["entry 9"]
+    assert [(x["loinc"], x.get("comparator"), x["value"]) for x in old] == [
+        ("48643-1", ">", 60),
+        ("48642-3", None, 57),
+    ]
+    assert e["entry 8"][0]["comparator"] == "<"
+    assert e["entry 3"][0]["occurred_at"] == "2026-02-08T08:10:00+07:00"
+    assert ("entry 4 (Observation/egfr-1)", "no effective[x]: dated by issued") in {
+        (n.row, n.note) for n in m.notes
+    }
+    assert e["entry 5"][0]["participant_id"] == "DN-201"  # Patient/ID as well as urn:uuid
+
+
+def test_an_adverse_event_maps_grade_seriousness_causality_and_outcome() -> None:
+    e = by_entry(example())
+    (ae,) = e["entry 13"]
+    assert (
+        ae["ae_id"],
+        ae["ctcae_grade"],
+        ae["serious"],
+        ae["seriousness_criteria"],
+        ae["relatedness"],
+        ae["outcome"],
+    ) == ("AE-1", 3, True, ["hospitalization"], "probable", "recovering")
+    (mild,) = e["entry 14"]
+    assert (mild["ctcae_grade"], mild["serious"], mild["relatedness"], mild["outcome"]) == (
+        1,
+        False,
+        "unlikely",
+        "recovered",
+    )
+
+
+def test_every_entry_not_mapped_is_reported_with_its_reason() -> None:
+    reasons = {r.row: f"{r.field}: {r.reason}" for r in example().rejections}
+    assert "718-7" in reasons["entry 10 (Observation/hb-1)"]
+    assert "no date" in reasons["entry 11 (Observation/creat-nodate)"]
+    assert "not a Patient in this Bundle" in reasons["entry 12 (Observation/creat-other)"]
+    assert "Encounter is not mapped" in reasons["entry 15 (Encounter/enc-1)"]
+    m = example()
+    mapped_entries = (
+        {w for w, _ in m.events} | {r.row for r in m.rejections} | {n.row for n in m.notes}
+    )
+    assert len(mapped_entries) == 16  # every entry is accounted for
+
+
+@pytest.mark.parametrize("kind", ["searchset", "document", None])
+def test_only_transaction_batch_and_collection_bundles_are_taken(kind: str | None) -> None:
+    with pytest.raises(RowError, match="Bundle.type"):
+        map_bundle({"resourceType": "Bundle", "type": kind, "entry": []}, CTX)
+
+
+@pytest.mark.external
+def test_the_hl7_examples_map_or_say_why(shared_data: Path) -> None:
+    fhir = shared_data / "fhir"
+    ae = map_resource(
+        json.loads((fhir / "hl7-r4-examples_AdverseEvent-example.json").read_text()), CTX
+    )
+    assert [r.field for r in ae.rejections] == ["suspectEntity.causality"]
+    creat = map_resource(
+        json.loads((fhir / "hl7-r4-examples_Observation-f204-creatinine.json").read_text()), CTX
+    )
+    assert "no LOINC code" in creat.rejections[0].reason  # only a local code
+    egfr = map_resource(
+        json.loads((fhir / "hl7-r4-examples_Observation-f205-egfr.json").read_text()), CTX
+    )
+    assert [(e["loinc"], e.get("comparator")) for _, e in egfr.events] == [
+        ("48643-1", ">"),
+        ("48642-3", None),
+    ]
+    ghp = map_bundle(json.loads((fhir / "hl7-r4-examples_Bundle-ghp.json").read_text()), CTX)
+    assert len(ghp.events) + len(ghp.rejections) == 55
+    (o8,) = [e for _, e in ghp.events]
+    assert (o8["loinc"], o8["unit"]) == ("14682-9", "mmol/L")  # the contract will refuse mmol/L
+    print(Counter(r.reason for r in ghp.rejections).most_common(5))
+
+
+@pytest.mark.external
+@pytest.mark.parametrize(
+    ("name", "labs"),
+    [
+        ("synthea-r4_Renato_Dare_transaction.json", 15),
+        ("synthea-r4_Jordan_Cruickshank_transaction.json", 10),
+    ],
+)
+def test_synthea_bundles_give_their_kidney_labs(shared_data: Path, name: str, labs: int) -> None:
+    bundle = json.loads((shared_data / "fhir" / name).read_text())
+    m = map_bundle(bundle, CTX)
+    assert len(m.events) == labs
+    assert len(m.events) + len(m.rejections) + len(m.notes) >= len(bundle["entry"])
+    assert len({w for w, _ in m.events} | {r.row for r in m.rejections}) == len(bundle["entry"])
+    for _, body in m.events:
+        parse_event({**body, **SERVER})
