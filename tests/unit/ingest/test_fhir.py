@@ -108,7 +108,7 @@ def test_every_entry_not_mapped_is_reported_with_its_reason() -> None:
 
 @pytest.mark.parametrize("kind", ["searchset", "document", None])
 def test_only_transaction_batch_and_collection_bundles_are_taken(kind: str | None) -> None:
-    with pytest.raises(RowError, match="Bundle.type"):
+    with pytest.raises(RowError, match=r"Bundle\.type"):
         map_bundle({"resourceType": "Bundle", "type": kind, "entry": []}, CTX)
 
 
