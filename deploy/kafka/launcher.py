@@ -75,6 +75,11 @@ def _require(tool: str, why: str) -> str:
     return path
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes in base64url without padding (22 characters)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
 def _alive(pid: int) -> bool:
     """Whether pid is a live (not zombie) Kafka broker process."""
     with contextlib.suppress(ChildProcessError):
@@ -154,9 +159,9 @@ class KafkaLauncher:
         }.items():
             config = config.replace(k, v)
         self.config_file.write_text(config)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # "--cluster-id=ID", not "-t ID": an id starting with '-' would read as an option
         cmd = self._java("kafka.tools.StorageTool", "format", "--standalone",
-                         "-t", cluster_id, "-c", str(self.config_file))  # fmt: skip
+                         f"--cluster-id={new_cluster_id()}", "-c", str(self.config_file))  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise LauncherError(f"kafka-storage format failed:\n{done.stdout}{done.stderr}")

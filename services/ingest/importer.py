@@ -100,16 +100,24 @@ def _cell(value: Any) -> str:
 
 
 def read_rows(name: str, data: bytes) -> list[dict[str, str]]:
-    """The rows of a CSV (UTF-8, a BOM allowed) or a SAS transport (.xpt) file, as text."""
+    """The rows of a CSV (UTF-8, a BOM allowed) or a SAS transport (.xpt) file, as text.
+    A file that cannot be read is a ValueError naming it, never a crash."""
     if name.lower().endswith(".xpt"):
         import pyreadstat
 
-        columns, _ = pyreadstat.read_xport(io.BytesIO(data), output_format="dict")
+        try:
+            columns, _ = pyreadstat.read_xport(io.BytesIO(data), output_format="dict")
+        except Exception as e:  # pyreadstat raises several types of its own for a bad file
+            raise ValueError(f"{name}: not a readable SAS transport file ({e})") from None
         names = list(columns)
         count = len(columns[names[0]]) if names else 0
         return [{n: _cell(columns[n][i]) for n in names} for i in range(count)]
-    text = data.decode("utf-8-sig")
-    return [{k: v or "" for k, v in row.items() if k} for row in csv.DictReader(io.StringIO(text))]
+    try:
+        text = data.decode("utf-8-sig")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        return [{k: v or "" for k, v in row.items() if k} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{name}: not a readable CSV ({e})") from None
 
 
 def _chunks(rows: list[dict[str, str]], size: int) -> Iterator[tuple[int, list[dict[str, str]]]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.kafka import launcher as launcher_module
 from deploy.kafka.launcher import KafkaLauncher, KafkaSettings, LauncherError, _alive
 from tests.integration.conftest import free_port
 
@@ -82,3 +83,13 @@ def test_a_taken_port_is_named(tmp_path: Path, kafka: str) -> None:
     with pytest.raises(LauncherError, match=f"port {taken} is already in use"):
         launcher.up()
     assert broker_pids(tmp_path / "k") == []
+
+
+def test_a_cluster_id_starting_with_a_dash_formats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # base64url ids start with '-' one time in 64; kafka-storage once took it for an option
+    monkeypatch.setattr(launcher_module, "new_cluster_id", lambda: "-" + "A" * 21)
+    launcher = KafkaLauncher(KafkaSettings(state_dir=tmp_path / "k", port=free_port()))
+    assert launcher.format() is True
+    assert "cluster.id=-AAAA" in (tmp_path / "k" / "data" / "meta.properties").read_text()
