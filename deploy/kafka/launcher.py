@@ -160,8 +160,9 @@ class KafkaLauncher:
             config = config.replace(k, v)
         self.config_file.write_text(config)
         # "--cluster-id=ID", not "-t ID": an id starting with '-' would read as an option
-        cmd = self._java("kafka.tools.StorageTool", "format", "--standalone",
-                         f"--cluster-id={new_cluster_id()}", "-c", str(self.config_file))  # fmt: skip
+        cluster = f"--cluster-id={new_cluster_id()}"
+        cmd = self._java("kafka.tools.StorageTool", "format", "--standalone", cluster,
+                         "-c", str(self.config_file))  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise LauncherError(f"kafka-storage format failed:\n{done.stdout}{done.stderr}")

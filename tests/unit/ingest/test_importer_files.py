@@ -1,4 +1,5 @@
-"""Reading import files: a malformed file is a clear error, never a crash (found by schemathesis)."""
+"""Reading import files: a malformed file is a clear error, never a crash (schemathesis found
+one)."""
 
 from __future__ import annotations
 
