@@ -1,8 +1,9 @@
 """The local demo on embedded defaults: the whole stack as far as it is built.
 
 1. starts the real Kafka broker (KRaft) and creates the catalog's topics;
-2. starts the safety rules worker (faust) as its own process and waits until it is ready;
-3. replays the sample trial onto trial.events (idempotent producer, acks=all);
+2. starts the safety rules worker (faust) and the ingest API (uvicorn, SQLite) as their own
+   processes and waits until both are ready;
+3. submits the sample trial through POST /v1/events with an admin key;
 4. waits for the worker's alerts on safety.alerts and checks them against the same engine run
    offline (`safety-monitor evaluate`): the stream and the batch must agree;
 5. stops the worker gracefully and leaves the broker running.
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +22,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import (
@@ -29,27 +31,17 @@ from contracts import (
     AnyEvent,
     InvalidEvent,
     decode,
-    encode,
-    key_for,
-    topic_for,
 )
 from deploy.kafka.launcher import KafkaLauncher, KafkaSettings
+from services.ingest.bootstrap import build as build_ingest
+from services.ingest.domain.policy import Role
+from services.ingest.settings import IngestSettings
 from services.safety_rules.evaluate import run as evaluate_offline
 from services.safety_rules.rules_config import load_rules
 from services.sample import demo_trial
 
+INGEST_PORT = 8001
 WORKER_PORT = 8002
-
-
-async def produce(bootstrap: str, events: list[AnyEvent]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        sends = [await producer.send(topic_for(e).name, encode(e), key=key_for(e)) for e in events]
-        await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
-    return len(events)
 
 
 async def partitions_of(bootstrap: str, topic: str) -> list[int]:
@@ -90,35 +82,63 @@ async def read_all(bootstrap: str, topic: str) -> tuple[dict[str, AnyEvent], int
         await consumer.stop()
 
 
-def _start_worker(bootstrap: str, home: Path) -> subprocess.Popen[bytes]:
+def _start(name: str, args: list[str], env: dict[str, str], home: Path) -> subprocess.Popen[bytes]:
     home.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "SAFETY_MONITOR_KAFKA_BOOTSTRAP": bootstrap,
-        "SAFETY_MONITOR_RULES_TICK_SECONDS": "5",
-        "SAFETY_MONITOR_RULES_WEB_PORT": str(WORKER_PORT),
-    }
-    log = (home / "rules-worker.log").open("ab")
+    log = (home / f"{name}.log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "rules", "worker"],
-        env=env,
+        [sys.executable, "-m", "services.cli", *args],
+        env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, name: str, timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("the rules worker exited; see .local/rules-worker.log")
+            raise RuntimeError(f"the {name} exited; see .local/{name}.log")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{WORKER_PORT}/readyz", timeout=2):
+            with urllib.request.urlopen(url, timeout=2):
                 return
         except OSError:
             time.sleep(0.5)
-    raise RuntimeError("the rules worker was not ready in time; see .local/rules-worker.log")
+    raise RuntimeError(f"the {name} was not ready in time; see .local/{name}.log")
+
+
+def _admin_key() -> str:
+    parts = build_ingest(IngestSettings())
+
+    async def make() -> str:
+        await parts.store.create()
+        try:
+            return (await parts.store.add_key(Role.ADMIN, None))[1]
+        finally:
+            await parts.store.close()
+
+    return asyncio.run(make())
+
+
+def _submit(events: list[AnyEvent], key: str) -> Counter[str]:
+    """POSTs each participant's events as one batch; returns the outcomes."""
+    outcomes: Counter[str] = Counter()
+    batches: dict[str, list[dict[str, object]]] = {}
+    for e in events:
+        body = e.model_dump(mode="json")
+        for server_field in ("recorded_at", "recorded_by", "source"):
+            body.pop(server_field)
+        batches.setdefault(str(getattr(e, "participant_id", "")), []).append(body)
+    for batch in batches.values():
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{INGEST_PORT}/v1/events",
+            data=json.dumps(batch).encode(),
+            headers={"X-API-Key": key, "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            outcomes.update(r["outcome"] for r in json.load(response)["results"])
+    return outcomes
 
 
 async def _wait_alerts(
@@ -136,24 +156,39 @@ async def _wait_alerts(
 def run(settings: KafkaSettings) -> int:
     status = KafkaLauncher(settings).up()
     print(f"[demo] {status}")
-    worker = _start_worker(status.bootstrap, Path.cwd() / ".local")
+    home = Path.cwd() / ".local"
+    env = {"SAFETY_MONITOR_KAFKA_BOOTSTRAP": status.bootstrap}
+    worker = _start(
+        "rules-worker",
+        ["rules", "worker"],
+        {
+            **env,
+            "SAFETY_MONITOR_RULES_TICK_SECONDS": "5",
+            "SAFETY_MONITOR_RULES_WEB_PORT": str(WORKER_PORT),
+        },
+        home,
+    )
+    ingest = _start("ingest", ["ingest", "serve", "--port", str(INGEST_PORT)], env, home)
+    missing: set[str] = set()
     try:
-        _wait_ready(worker)
-        print(f"[demo] rules worker ready (metrics: http://127.0.0.1:{WORKER_PORT}/metrics)")
+        _wait_ready(worker, f"http://127.0.0.1:{WORKER_PORT}/readyz", "rules-worker")
+        _wait_ready(ingest, f"http://127.0.0.1:{INGEST_PORT}/readyz", "ingest")
+        print(f"[demo] rules worker ready: http://127.0.0.1:{WORKER_PORT}/metrics")
+        print(f"[demo] ingest ready: http://127.0.0.1:{INGEST_PORT}/docs")
         trial = list(demo_trial())
         started = time.monotonic()
-        sent = asyncio.run(produce(status.bootstrap, trial))
+        outcomes = _submit(trial, _admin_key())
         print(
-            f"[demo] produced {sent} sample events "
-            "(run it again: the same event_ids, so nothing new)"
+            f"[demo] POST /v1/events with the sample trial: {dict(outcomes)} "
+            "(run it again: the same event_ids, so all duplicates)"
         )
         offline = evaluate_offline(trial, load_rules(), as_of=None)  # type: ignore[arg-type]
         expected = {str(a.alert_id) for a in offline if a.rule_id != "visit.overdue"}
         alerts = asyncio.run(_wait_alerts(status.bootstrap, expected))
         mine = [a for a in alerts if a.trial_id == trial[0].trial_id]
         print(
-            f"[demo] {len(mine)} distinct alerts on safety.alerts after "
-            f"{time.monotonic() - started:.1f}s:"
+            f"[demo] {len(mine)} distinct alerts on safety.alerts "
+            f"{time.monotonic() - started:.1f}s after the first POST:"
         )
         for a in sorted(mine, key=lambda a: (a.participant_id or "", a.rule_id)):
             print(
@@ -161,13 +196,12 @@ def run(settings: KafkaSettings) -> int:
                 f"{a.rule_id:20} {a.title}"
             )
         missing = expected - {str(a.alert_id) for a in mine}
-        print(
-            f"[demo] stream vs `safety-monitor evaluate`: "
-            f"{'agree' if not missing else f'{len(missing)} alerts missing'}"
-        )
+        verdict = "agree" if not missing else f"{len(missing)} alerts missing"
+        print(f"[demo] stream vs `safety-monitor evaluate`: {verdict}")
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(60)
+        for proc in (ingest, worker):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(60)
     for topic in CATALOG:
         events, messages, bad = asyncio.run(read_all(status.bootstrap, topic.name))
         counts = Counter(e.event_type for e in events.values())
