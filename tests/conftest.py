@@ -17,3 +17,20 @@ def shared_data() -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return SHARED_DATA
+
+
+POSTGRES_ENV = "SAFETY_MONITOR_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs on SQLite and on PostgreSQL (the same SQLAlchemy code)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        reason = f"{POSTGRES_ENV} is not set: no PostgreSQL to test against"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return url

@@ -1,0 +1,61 @@
+"""The ingest store on SQLite and on PostgreSQL: the same behaviour through the same code."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from services.ingest.adapters.store import Accepted, IngestStore
+from services.ingest.domain.policy import Role
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[IngestStore]:
+    s = IngestStore(database_url)
+    async with s.engine.begin() as conn:  # a clean slate on a shared PostgreSQL database
+        for table in (
+            "ingest_accepted",
+            "ingest_participants",
+            "ingest_idempotency",
+            "ingest_api_keys",
+        ):
+            await conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    await s.create()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def accepted(event_id: str, pid: str = "DN-1") -> Accepted:
+    return Accepted(event_id, "h" * 64, "lab.resulted", pid, "trial.events", 3, 17, "site:a/key:k")
+
+
+async def test_accepted_events_are_recorded_once(store: IngestStore) -> None:
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    await store.record([accepted(a)], [("DN-1", "T", "site-a")])
+    await store.record([accepted(a), accepted(b)], [("DN-1", "T", "site-b")])  # a replay
+    assert await store.accepted([a, b, str(uuid.uuid4())]) == {a: "h" * 64, b: "h" * 64}
+    assert await store.sites_of(["DN-1", "DN-2"]) == {"DN-1": "site-a"}  # first enrolment wins
+    assert await store.counts() == {"accepted_events": 2, "participants": 1}
+
+
+async def test_keys_are_stored_hashed_and_can_be_revoked(store: IngestStore) -> None:
+    key_id, secret = await store.add_key(Role.SITE, "site-a")
+    who = await store.principal(secret)
+    assert who is not None and (who.role, who.site_id) == (Role.SITE, "site-a")
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(text("SELECT key_sha256 FROM ingest_api_keys"))).scalar_one()
+    assert secret not in stored and len(stored) == 64
+    assert await store.revoke_key(key_id)
+    assert await store.principal(secret) is None
+
+
+async def test_an_idempotency_key_remembers_the_first_answer(store: IngestStore) -> None:
+    await store.remember("k1:batch", "sha-1", '{"accepted": 1}')
+    await store.remember("k1:batch", "sha-2", '{"accepted": 9}')
+    assert await store.remembered("k1:batch") == ("sha-1", '{"accepted": 1}')
+    assert await store.ping()
