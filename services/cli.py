@@ -123,6 +123,9 @@ def _ingest(args: argparse.Namespace) -> int:
 
     parts = build(IngestSettings())
     if args.action == "serve":
+        from services.logs import configure
+
+        configure("ingest")
         s = parts.settings
         # uvicorn: graceful shutdown on SIGTERM (in-flight requests finish, lifespan closes)
         uvicorn.run(
@@ -131,6 +134,7 @@ def _ingest(args: argparse.Namespace) -> int:
             port=args.port or s.ingest_port,
             log_level="info",
             access_log=False,
+            log_config=None,  # keep the JSON handler configure() installed
         )
         return 0
     if args.action == "import":

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from contracts import AlertRaised, ClinicalEvent, InvalidEvent, decode, encode, key_for
 from contracts.events import FieldError
 from contracts.topics import DEAD_LETTER, SAFETY_ALERTS, TRIAL_EVENTS
+from services.logs import dict_config
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.engine import evaluate, evaluate_trial, tick
 from services.safety_rules.domain.state import ParticipantState
@@ -93,6 +94,7 @@ def build_app(settings: RulesSettings, cfg: RulesConfig, metrics: RulesMetrics) 
         broker_session_timeout=settings.rules_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.rules_session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
+        logging_config=dict_config("safety_rules"),
     )
     events = app.topic(TRIAL_EVENTS.name, **RAW)
     alerts = app.topic(SAFETY_ALERTS.name, **RAW)
@@ -119,8 +121,8 @@ def build_app(settings: RulesSettings, cfg: RulesConfig, metrics: RulesMetrics) 
             metrics.alerts.labels(alert.rule_id, alert.severity.value).inc()
             lag = datetime.now(UTC) - alert.recorded_at
             metrics.event_to_alert_seconds.observe(max(0.0, lag.total_seconds()))
-            log.info("alert raised rule_id=%s severity=%s alert_id=%s",
-                     alert.rule_id, alert.severity.value, alert.alert_id)  # fmt: skip
+            fields = {"rule_id": alert.rule_id, "severity": alert.severity.value}
+            log.info("alert raised", extra={**fields, "alert_id": str(alert.alert_id)})
 
     @app.agent(events, concurrency=1)
     async def on_event(stream: faust.StreamT[Any]) -> None:
