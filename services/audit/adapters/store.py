@@ -1,0 +1,308 @@
+"""The audit store: appends to the chain, signs checkpoints, keeps read models and offsets in
+the same transaction, so a crash at any point neither skips nor repeats an event."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from contracts import AnyEvent, InvalidEvent, decode
+from services.audit.adapters import tables as t
+from services.audit.domain.chain import GENESIS, Checkpoint, Row, Verdict, row_hash, sign, verify
+from services.audit.domain.read_models import Change, alert_status, changes
+
+MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+_TABLES: dict[str, Table] = {tbl.name: tbl for tbl in t.READ_MODELS}
+
+
+@dataclass(frozen=True)
+class Incoming:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Appended:
+    rows: int  # new audit rows
+    duplicates: int  # events already in the log (redelivery, replay)
+    undecodable: int
+    head_seq: int
+    checkpoints: int
+
+
+def _upgrade(sync_connection: Any) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = sync_connection
+    command.upgrade(cfg, "head")
+
+
+async def _merge(conn: AsyncConnection, c: Change) -> None:
+    table = _TABLES[c.table]
+    where = and_(*(table.c[k] == v for k, v in c.key.items()))
+    existing = (await conn.execute(select(table).where(where))).mappings().first()
+    if c.how == "increment":
+        if existing is not None:
+            values = {k: existing[k] + n for k, n in c.values.items()}
+            await conn.execute(update(table).where(where).values(**values))
+        return
+    if existing is None:
+        await conn.execute(insert(table).values({**(c.defaults or {}), **c.key, **c.values}))
+        return
+    values = dict(c.values)
+    if "status" in values and existing.get("status"):
+        values["status"] = alert_status(existing["status"], values["status"])
+    await conn.execute(update(table).where(where).values(**values))
+
+
+async def apply_changes(conn: AsyncConnection, event: AnyEvent) -> None:
+    for change in changes(event):
+        await _merge(conn, change)
+
+
+class AuditStore:
+    def __init__(self, url: str) -> None:
+        self.engine: AsyncEngine = create_async_engine(url)
+
+    async def migrate(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def offsets(self) -> dict[tuple[str, int], int]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.audit_offsets))
+            return {(r.topic, r.partition): r.next_offset for r in rows}
+
+    async def head(self, conn: AsyncConnection | None = None) -> tuple[int, str]:
+        async def read(c: AsyncConnection) -> tuple[int, str]:
+            row = (
+                await c.execute(
+                    select(t.audit_log.c.seq, t.audit_log.c.hash)
+                    .order_by(t.audit_log.c.seq.desc())
+                    .limit(1)
+                )
+            ).first()
+            return (row.seq, row.hash) if row else (0, GENESIS)
+
+        if conn is not None:
+            return await read(conn)
+        async with self.engine.connect() as c:
+            return await read(c)
+
+    async def append(
+        self,
+        batch: list[Incoming],
+        signer: Ed25519PrivateKey | None = None,
+        checkpoint_every: int = 100,
+    ) -> Appended:
+        """One transaction: new rows chained onto the head, read models, offsets, and a signed
+        checkpoint each `checkpoint_every` rows."""
+        rows = dups = bad = checkpoints = 0
+        async with self.engine.begin() as conn:
+            seq, prev = await self.head(conn)
+            ids = []
+            decoded: list[tuple[Incoming, AnyEvent | None, str]] = []
+            for msg in batch:
+                try:
+                    event: AnyEvent | None = decode(msg.value)
+                    decoded.append((msg, event, ""))
+                    ids.append(str(event.event_id))  # type: ignore[union-attr]
+                except InvalidEvent as e:
+                    decoded.append((msg, None, str(e)))
+            known: set[str] = set()
+            if ids:
+                found = await conn.execute(
+                    select(t.audit_log.c.event_id).where(t.audit_log.c.event_id.in_(ids))
+                )
+                known = {r.event_id for r in found}
+            for msg, event, why in decoded:
+                if event is None:
+                    bad += await self._undecodable(conn, msg, why)
+                    continue
+                eid = str(event.event_id)
+                if eid in known:
+                    dups += 1
+                    continue
+                known.add(eid)
+                seq += 1
+                canonical = _canon(event)  # one canonical form, whatever the producer wrote
+                h = row_hash(prev, seq, msg.topic, msg.partition, msg.offset, eid, canonical)
+                await conn.execute(
+                    insert(t.audit_log).values(
+                        seq=seq,
+                        topic=msg.topic,
+                        partition=msg.partition,
+                        offset=msg.offset,
+                        event_id=eid,
+                        event_type=event.event_type,
+                        participant_id=getattr(event, "participant_id", None),
+                        occurred_at=event.occurred_at,
+                        recorded_at=event.recorded_at,
+                        recorded_by=event.recorded_by,
+                        reason=event.reason,
+                        rule_id=getattr(event, "rule_id", None),
+                        severity=getattr(getattr(event, "severity", None), "value", None),
+                        canonical=canonical,
+                        prev_hash=prev,
+                        hash=h,
+                    )
+                )
+                await apply_changes(conn, event)
+                prev, rows = h, rows + 1
+                if signer is not None and seq % checkpoint_every == 0:
+                    checkpoints += await self._checkpoint(conn, signer, seq, h)
+            await self._advance(conn, batch)
+        return Appended(rows, dups, bad, seq, checkpoints)
+
+    async def checkpoint_head(self, signer: Ed25519PrivateKey) -> bool:
+        """Signs the head if it is not signed yet (on shutdown, or when the stream goes idle)."""
+        async with self.engine.begin() as conn:
+            seq, head = await self.head(conn)
+            return bool(seq) and bool(await self._checkpoint(conn, signer, seq, head))
+
+    async def _checkpoint(
+        self, conn: AsyncConnection, signer: Ed25519PrivateKey, seq: int, head: str
+    ) -> int:
+        have = (
+            await conn.execute(
+                select(t.audit_checkpoints.c.seq).where(t.audit_checkpoints.c.seq == seq)
+            )
+        ).first()
+        if have is not None:
+            return 0
+        c = sign(signer, seq, head)
+        await conn.execute(
+            insert(t.audit_checkpoints).values(
+                seq=c.seq,
+                head_hash=c.head_hash,
+                key_id=c.key_id,
+                signature=c.signature,
+                signed_at=datetime.now(UTC),
+            )
+        )
+        return 1
+
+    async def _undecodable(self, conn: AsyncConnection, msg: Incoming, why: str) -> int:
+        key = and_(
+            t.audit_undecodable.c.topic == msg.topic,
+            t.audit_undecodable.c.partition == msg.partition,
+            t.audit_undecodable.c.offset == msg.offset,
+        )
+        if (await conn.execute(select(t.audit_undecodable.c.offset).where(key))).first():
+            return 0
+        await conn.execute(
+            insert(t.audit_undecodable).values(
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                reason=why,
+                raw=msg.value.decode("utf-8", errors="replace"),
+            )
+        )
+        return 1
+
+    async def _advance(self, conn: AsyncConnection, batch: list[Incoming]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            last[(msg.topic, msg.partition)] = max(
+                last.get((msg.topic, msg.partition), -1), msg.offset
+            )
+        for (topic, partition), offset in last.items():
+            where = and_(t.audit_offsets.c.topic == topic, t.audit_offsets.c.partition == partition)
+            done = await conn.execute(
+                update(t.audit_offsets).where(where).values(next_offset=offset + 1)
+            )
+            if not done.rowcount:
+                await conn.execute(
+                    insert(t.audit_offsets).values(
+                        topic=topic, partition=partition, next_offset=offset + 1
+                    )
+                )
+
+    # -- reading ------------------------------------------------------------------------------
+    async def chain(self, batch: int = 2000) -> AsyncIterator[Row]:
+        after = 0
+        async with self.engine.connect() as conn:
+            while True:
+                rows = (
+                    await conn.execute(
+                        select(t.audit_log)
+                        .where(t.audit_log.c.seq > after)
+                        .order_by(t.audit_log.c.seq)
+                        .limit(batch)
+                    )
+                ).all()
+                if not rows:
+                    return
+                for r in rows:
+                    yield Row(
+                        r.seq,
+                        r.topic,
+                        r.partition,
+                        r.offset,
+                        r.event_id,
+                        r.canonical,
+                        r.prev_hash,
+                        r.hash,
+                    )
+                after = rows[-1].seq
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.audit_checkpoints).order_by(t.audit_checkpoints.c.seq)
+            )
+            return [Checkpoint(r.seq, r.head_hash, r.key_id, r.signature) for r in rows]
+
+    async def verify(self, trusted: dict[str, Ed25519PublicKey]) -> Verdict:
+        rows = [r async for r in self.chain()]
+        return verify(rows, await self.checkpoints(), trusted)
+
+    async def count(self) -> int:
+        async with self.engine.connect() as conn:
+            return int(
+                (await conn.execute(select(func.count()).select_from(t.audit_log))).scalar_one()
+            )
+
+    # -- rebuild ------------------------------------------------------------------------------
+    async def clear_read_models(self) -> None:
+        async with self.engine.begin() as conn:
+            for table in t.READ_MODELS:
+                await conn.execute(delete(table))
+
+    async def apply_read_models(self, events: Iterable[AnyEvent]) -> None:
+        async with self.engine.begin() as conn:
+            for event in events:
+                await apply_changes(conn, event)
+
+    async def dump_read_models(self) -> dict[str, list[dict[str, Any]]]:
+        """Every read-model row, sorted: what `rebuild` must reproduce."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        async with self.engine.connect() as conn:
+            for table in t.READ_MODELS:
+                rows = (await conn.execute(select(table))).mappings().all()
+                out[table.name] = sorted(
+                    (dict(r) for r in rows), key=lambda r: repr(sorted(r.items()))
+                )
+        return out
+
+
+def _canon(event: AnyEvent) -> str:
+    from contracts import encode
+
+    return encode(event).decode()

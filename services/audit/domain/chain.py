@@ -1,0 +1,133 @@
+"""The hash chain and its signed checkpoints. Pure: rows in, hashes and verdicts out.
+
+Each row's hash covers the previous row's hash, its position (seq, topic, partition, offset),
+its event_id and its canonical JSON, so changing, removing or reordering any row breaks every
+hash after it. A chain alone can be recomputed by whoever rewrites it, so at intervals the head
+hash is signed with an Ed25519 key kept outside the database; verification checks both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Row:
+    seq: int
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+    canonical: str
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int  # the last row it covers
+    head_hash: str
+    key_id: str
+    signature: str  # hex
+
+
+def row_hash(
+    prev_hash: str, seq: int, topic: str, partition: int, offset: int, event_id: str, canonical: str
+) -> str:
+    material = f"{prev_hash}|{seq}|{topic}|{partition}|{offset}|{event_id}|{canonical}"
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _payload(seq: int, head_hash: str) -> bytes:
+    return f"safety-monitor-audit|{seq}|{head_hash}".encode()
+
+
+def sign(private: Ed25519PrivateKey, seq: int, head_hash: str) -> Checkpoint:
+    signature = private.sign(_payload(seq, head_hash)).hex()
+    return Checkpoint(seq, head_hash, key_id(private.public_key()), signature)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    rows: int
+    checkpoints: int
+    first_broken_seq: int | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "rows": self.rows,
+            "checkpoints_verified": self.checkpoints,
+            "first_broken_seq": self.first_broken_seq,
+            "reason": self.reason,
+        }
+
+
+def verify(
+    rows: Iterable[Row], checkpoints: Iterable[Checkpoint], trusted: dict[str, Ed25519PublicKey]
+) -> Verdict:
+    """Recomputes the chain in seq order and checks each checkpoint's signature with a trusted
+    key; names the first row that does not hold."""
+    by_seq = {c.seq: c for c in checkpoints}
+    prev, expected_seq, count, verified = GENESIS, 1, 0, 0
+    for row in rows:
+        count += 1
+        if row.seq != expected_seq:
+            return Verdict(
+                False,
+                count,
+                verified,
+                expected_seq,
+                f"row {expected_seq} is missing (next is {row.seq})",
+            )
+        if row.prev_hash != prev:
+            return Verdict(
+                False, count, verified, row.seq, "prev_hash does not match the row before"
+            )
+        recomputed = row_hash(
+            prev, row.seq, row.topic, row.partition, row.offset, row.event_id, row.canonical
+        )
+        if recomputed != row.hash:
+            return Verdict(False, count, verified, row.seq, "content does not match its hash")
+        checkpoint = by_seq.pop(row.seq, None)
+        if checkpoint is not None:
+            why = _check(checkpoint, row.hash, trusted)
+            if why:
+                return Verdict(False, count, verified, row.seq, why)
+            verified += 1
+        prev, expected_seq = row.hash, expected_seq + 1
+    if by_seq:
+        seq = min(by_seq)
+        return Verdict(
+            False, count, verified, seq, f"a checkpoint signs row {seq}, which is missing"
+        )
+    return Verdict(True, count, verified)
+
+
+def _check(c: Checkpoint, head: str, trusted: dict[str, Ed25519PublicKey]) -> str | None:
+    if c.head_hash != head:
+        return "a signed checkpoint does not match the chain here"
+    public = trusted.get(c.key_id)
+    if public is None:
+        return f"checkpoint signed by untrusted key {c.key_id}"
+    try:
+        public.verify(bytes.fromhex(c.signature), _payload(c.seq, c.head_hash))
+    except (InvalidSignature, ValueError):
+        return "checkpoint signature is invalid"
+    return None

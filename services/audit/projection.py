@@ -1,0 +1,79 @@
+"""`safety-monitor audit project`: consumes the trial and safety topics into the audit log.
+
+Offsets live in the audit database, written in the same transaction as the rows they cover;
+Kafka's consumer-group offsets are not used. A crash at any point replays from the last
+committed batch, and rows already there are recognised by event_id: no gap, no duplicate.
+One projection process per database (the chain has one head).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from contracts.topics import ALERT_LIFECYCLE, SAFETY_ALERTS, TRIAL_EVENTS
+from services.audit.adapters.store import Appended, AuditStore, Incoming
+
+AUDITED = (TRIAL_EVENTS.name, SAFETY_ALERTS.name, ALERT_LIFECYCLE.name)
+log = logging.getLogger("audit.projection")
+
+
+async def partitions(bootstrap: str, topics: tuple[str, ...] = AUDITED) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+
+
+async def project(
+    bootstrap: str,
+    store: AuditStore,
+    signer: Ed25519PrivateKey,
+    stop: asyncio.Event,
+    *,
+    checkpoint_every: int = 100,
+    batch_max: int = 500,
+    idle_checkpoint_s: float = 5.0,
+    on_batch: Callable[[Appended], None] | None = None,
+) -> None:
+    parts = await partitions(bootstrap)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(parts)
+        stored = await store.offsets()
+        for tp in parts:
+            if (tp.topic, tp.partition) in stored:
+                consumer.seek(tp, stored[(tp.topic, tp.partition)])
+            else:
+                await consumer.seek_to_beginning(tp)
+        last_activity, signed_idle = time.monotonic(), True
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=500, max_records=batch_max)
+            batch = [
+                Incoming(tp.topic, tp.partition, r.offset, r.value or b"")
+                for tp, records in fetched.items()
+                for r in records
+            ]
+            if batch:
+                result = await store.append(batch, signer, checkpoint_every)
+                last_activity, signed_idle = time.monotonic(), False
+                if on_batch:
+                    on_batch(result)
+            elif not signed_idle and time.monotonic() - last_activity > idle_checkpoint_s:
+                await store.checkpoint_head(signer)
+                signed_idle = True
+    finally:
+        await consumer.stop()
+        await store.checkpoint_head(signer)

@@ -1,0 +1,25 @@
+"""Settings of the audit projection and the DSMB API, from SAFETY_MONITOR_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AuditSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAFETY_MONITOR_")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    audit_database_url: str = "sqlite+aiosqlite:///.local/audit.db"
+    # Ed25519 private key, 32 raw bytes in hex. Keep it outside the database: whoever holds it
+    # can sign a rewritten chain. Without it, a key file is created at audit_signing_key_file.
+    audit_signing_key: SecretStr | None = None
+    audit_signing_key_file: Path = Path(".local/audit-signing.key")
+    # Public keys (hex) trusted when verifying, beside the signing key's own.
+    audit_trusted_public_keys: list[str] = Field(default_factory=list)
+    audit_checkpoint_every: int = Field(100, gt=0)
+    audit_batch_max: int = Field(500, gt=0)
+    audit_host: str = "127.0.0.1"
+    audit_port: int = 8004

@@ -1,0 +1,114 @@
+"""The audit projection on the real broker, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from contracts import encode
+from services.audit.adapters.store import AuditStore, Incoming
+from services.audit.domain.chain import key_id
+from services.audit.projection import project
+from services.sample import one_of_each
+from tests.integration.kafka_io import produce
+from tests.integration.safety_rules.test_worker import unique
+
+KEY = Ed25519PrivateKey.generate()
+TRUSTED = {key_id(KEY.public_key()): KEY.public_key()}
+
+
+async def run_until(bootstrap: str, store: AuditStore, rows: int, timeout_s: float = 60) -> None:
+    """Runs the projection until the log holds `rows` rows."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(project(bootstrap, store, KEY, stop, checkpoint_every=5))
+    try:
+        async with asyncio.timeout(timeout_s):
+            while await store.count() < rows:
+                if task.done():
+                    task.result()  # the projection failed: raise its error
+                await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await task
+
+
+async def test_events_in_rows_out_in_order_and_the_chain_verifies(
+    kafka: str, audit_store: AuditStore
+) -> None:
+    events = one_of_each(unique("AU"))
+    await produce(kafka, events)
+    before = await audit_store.count()
+    await run_until(kafka, audit_store, before + len(events))
+    verdict = await audit_store.verify(TRUSTED)
+    assert verdict.ok, verdict
+    assert verdict.checkpoints >= 1
+    async with audit_store.engine.connect() as conn:
+        seqs = [r.seq for r in await conn.execute(text("SELECT seq FROM audit_log ORDER BY seq"))]
+        alerts = (await conn.execute(text("SELECT status FROM rm_alerts"))).all()
+    assert seqs == list(range(1, len(seqs) + 1))  # no gap
+    assert ("resolved",) in alerts  # raised -> delivered -> escalated -> acknowledged -> resolved
+
+
+async def test_the_same_events_replayed_twice_leave_the_tables_identical(
+    kafka: str, audit_store: AuditStore
+) -> None:
+    events = one_of_each(unique("RP"))
+    await produce(kafka, events)
+    total = len(events)
+    # (the shared broker also holds other tests' events: count what is there)
+    await run_until(kafka, audit_store, total)
+    await asyncio.sleep(1)
+    await run_until(kafka, audit_store, 0, timeout_s=5)
+    snapshot = (await audit_store.count(), await audit_store.dump_read_models())
+    await produce(kafka, events)  # the same event_ids again: a replay
+    batch = [Incoming("trial.events", 0, 10**9, encode(e)) for e in events]
+    result = await audit_store.append(batch, KEY)  # and a redelivery straight to the store
+    assert result.rows == 0 and result.duplicates == len(events)
+    await run_until(kafka, audit_store, snapshot[0], timeout_s=10)
+    await asyncio.sleep(1.5)
+    assert (await audit_store.count(), await audit_store.dump_read_models()) == snapshot
+    assert (await audit_store.verify(TRUSTED)).ok
+
+
+async def test_no_update_or_delete_touches_the_log_and_an_altered_row_is_named(
+    kafka: str, audit_store: AuditStore, audit_url: str
+) -> None:
+    await audit_store.append(
+        [
+            Incoming("trial.events", 0, n, encode(e))
+            for n, e in enumerate(one_of_each(unique("TM")))
+        ],
+        KEY,
+    )
+    for statement in (
+        "UPDATE audit_log SET canonical = 'x' WHERE seq = 3",
+        "DELETE FROM audit_log WHERE seq = 3",
+    ):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with audit_store.engine.begin() as conn:
+                await conn.execute(text(statement))
+    # by hand, as someone with the database owner's rights might
+    await _tamper(
+        audit_store,
+        audit_url,
+        "UPDATE audit_log SET canonical = "
+        "replace(canonical, 'Flank pain', 'Back pain') WHERE seq = 5",
+    )
+    verdict = await audit_store.verify(TRUSTED)
+    assert (verdict.ok, verdict.first_broken_seq) == (False, 5)
+
+
+async def _tamper(store: AuditStore, url: str, statement: str) -> Any:
+    async with store.engine.begin() as conn:
+        if url.startswith("postgresql"):
+            await conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
+            await conn.execute(text(statement))
+            await conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER USER"))
+        else:
+            await conn.execute(text("DROP TRIGGER audit_log_no_update"))
+            await conn.execute(text(statement))

@@ -1,0 +1,58 @@
+"""The hash chain and signed checkpoints (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from services.audit.domain.chain import GENESIS, Row, key_id, row_hash, sign, verify
+
+KEY = Ed25519PrivateKey.generate()
+TRUSTED = {key_id(KEY.public_key()): KEY.public_key()}
+
+
+def chain(n: int) -> list[Row]:
+    rows, prev = [], GENESIS
+    for seq in range(1, n + 1):
+        canonical = f'{{"n":{seq}}}'
+        h = row_hash(prev, seq, "trial.events", 0, seq - 1, f"id-{seq}", canonical)
+        rows.append(Row(seq, "trial.events", 0, seq - 1, f"id-{seq}", canonical, prev, h))
+        prev = h
+    return rows
+
+
+def test_an_untouched_chain_with_its_checkpoints_verifies() -> None:
+    rows = chain(10)
+    verdict = verify(rows, [sign(KEY, 5, rows[4].hash), sign(KEY, 10, rows[9].hash)], TRUSTED)
+    assert verdict.ok and verdict.rows == 10 and verdict.checkpoints == 2
+
+
+def test_an_altered_row_is_named() -> None:
+    rows = chain(10)
+    rows[6] = replace(rows[6], canonical='{"n":999}')
+    verdict = verify(rows, [], TRUSTED)
+    assert (verdict.ok, verdict.first_broken_seq) == (False, 7)
+    assert verdict.reason == "content does not match its hash"
+
+
+def test_a_recomputed_chain_fails_on_the_signed_checkpoint() -> None:
+    rows = chain(10)
+    signed = [sign(KEY, 10, rows[9].hash)]
+    forged, prev = [], GENESIS
+    for r in rows:  # rewrite row 3 and recompute every hash after it
+        canonical = '{"n":"forged"}' if r.seq == 3 else r.canonical
+        h = row_hash(prev, r.seq, r.topic, r.partition, r.offset, r.event_id, canonical)
+        forged.append(replace(r, canonical=canonical, prev_hash=prev, hash=h))
+        prev = h
+    verdict = verify(forged, signed, TRUSTED)
+    assert (verdict.ok, verdict.first_broken_seq) == (False, 10)
+    assert "does not match the chain" in (verdict.reason or "")
+
+
+def test_a_deleted_row_and_an_untrusted_signer_are_caught() -> None:
+    rows = chain(5)
+    assert verify(rows[:2] + rows[3:], [], TRUSTED).first_broken_seq == 3
+    other = Ed25519PrivateKey.generate()
+    verdict = verify(rows, [sign(other, 5, rows[4].hash)], TRUSTED)
+    assert not verdict.ok and "untrusted key" in (verdict.reason or "")
