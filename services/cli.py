@@ -205,6 +205,90 @@ async def _import(parts: IngestParts, args: argparse.Namespace) -> int:
     return code
 
 
+def _audit(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    import signal
+
+    from services.audit.adapters.store import AuditReader, AuditStore, TokenStore
+    from services.audit.keys import public_hex, signing_key, trusted_keys
+    from services.audit.settings import AuditSettings
+
+    settings = AuditSettings()
+    url = settings.audit_database_url
+    if url.startswith("sqlite") and ":///" in url:
+        Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    store = AuditStore(url)
+
+    if args.action == "serve":
+        import uvicorn
+
+        from services.audit.api import create_app
+        from services.logs import configure
+
+        configure("audit")
+        uvicorn.run(
+            create_app(store, trusted_keys(settings)),
+            host=args.host or settings.audit_host,
+            port=args.port or settings.audit_port,
+            access_log=False,
+            log_config=None,
+        )
+        return 0
+
+    async def main() -> int:
+        await store.migrate()
+        try:
+            if args.action == "project":
+                from services.audit.projection import project
+                from services.logs import configure
+
+                configure("audit")
+                key = signing_key(settings)
+                print(f"checkpoints signed by Ed25519 key {public_hex(key)}", file=sys.stderr)
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, stop.set)
+                await project(
+                    settings.kafka_bootstrap,
+                    store,
+                    key,
+                    stop,
+                    checkpoint_every=settings.audit_checkpoint_every,
+                    batch_max=settings.audit_batch_max,
+                )
+                return 0
+            if args.action == "rebuild":
+                from services.audit.rebuild import rebuild
+
+                n = await rebuild(settings.kafka_bootstrap, store, progress=True)
+                print(f"read models rebuilt from {n} events")
+                return 0
+            if args.action == "verify":
+                verdict = await store.verify(trusted_keys(settings))
+                print(json.dumps(verdict.as_dict()))
+                return 0 if verdict.ok else 1
+            if args.action == "tokens":
+                token_id, secret = await TokenStore(store).add(args.name or "dsmb")
+                print(f"token_id: {token_id}\ntoken: {secret}\n(shown once; only its hash is kept)")
+                return 0
+            from services.audit.report import render_report
+
+            Path(args.out).write_text(await render_report(AuditReader(store)))
+            print(f"report written to {args.out}")
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def _report(args: argparse.Namespace) -> int:
+    args.action = "report"
+    return _audit(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="safety-monitor", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -233,6 +317,17 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("--site", help="with keys: the site a site key writes for")
     ingest.add_argument("--revoke", metavar="KEY_ID", help="with keys: revoke a key")
     ingest.set_defaults(func=_ingest)
+
+    audit = sub.add_parser("audit", help="the hash-chained audit log and the DSMB API")
+    audit.add_argument("action", choices=["project", "rebuild", "verify", "serve", "tokens"])
+    audit.add_argument("--host")
+    audit.add_argument("--port", type=int)
+    audit.add_argument("--name", help="with tokens: who the DSMB token is for")
+    audit.set_defaults(func=_audit)
+
+    report = sub.add_parser("report", help="write the DSMB report (self-contained HTML)")
+    report.add_argument("--out", default="report.html")
+    report.set_defaults(func=_report)
 
     rules = sub.add_parser("rules", help="the safety rules stream worker (faust)")
     rules.add_argument("action", choices=["worker"])

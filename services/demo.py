@@ -157,6 +157,11 @@ def run(settings: KafkaSettings) -> int:
     status = KafkaLauncher(settings).up()
     print(f"[demo] {status}")
     home = Path.cwd() / ".local"
+    if status.fresh:
+        # A new, empty log: the ingest database's record of what was accepted describes a log
+        # that is gone, and would answer "duplicate" for events this log never saw.
+        (home / "ingest.db").unlink(missing_ok=True)
+        print("[demo] new broker storage: the demo's ingest database starts afresh too")
     env = {"SAFETY_MONITOR_KAFKA_BOOTSTRAP": status.bootstrap}
     worker = _start(
         "rules-worker",

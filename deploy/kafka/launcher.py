@@ -23,7 +23,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -59,6 +59,7 @@ class Status:
     pid: int | None
     bootstrap: str
     version: str
+    fresh: bool = False  # this `up` formatted new, empty storage
 
     def __str__(self) -> str:
         state = f"running (pid {self.pid})" if self.running else "stopped"
@@ -188,7 +189,7 @@ class KafkaLauncher:
                 ensure_topics(self.bootstrap)
             return current
         self.fetch()
-        self.format()
+        fresh = self.format()
         for port in (self.s.port, self.controller_port):
             if _port_open(port):
                 raise LauncherError(
@@ -205,7 +206,7 @@ class KafkaLauncher:
         self._wait_ready(proc)
         if create_topics:
             ensure_topics(self.bootstrap)
-        return self.status()
+        return replace(self.status(), fresh=fresh)
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + self.s.start_timeout_s

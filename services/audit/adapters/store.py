@@ -3,6 +3,8 @@ the same transaction, so a crash at any point neither skips nor repeats an event
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from contracts import AnyEvent, InvalidEvent, decode
 from services.audit.adapters import tables as t
-from services.audit.domain.chain import GENESIS, Checkpoint, Row, Verdict, row_hash, sign, verify
+from services.audit.domain.chain import (
+    GENESIS,
+    INDEXED,
+    Checkpoint,
+    Row,
+    Verdict,
+    normal,
+    row_hash,
+    sign,
+    verify,
+)
 from services.audit.domain.read_models import Change, alert_status, changes
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
@@ -49,6 +61,14 @@ def _upgrade(sync_connection: Any) -> None:
     command.upgrade(cfg, "head")
 
 
+def _utc(values: dict[str, Any]) -> dict[str, Any]:
+    """Datetimes stored in UTC: SQLite keeps no offset, so a +07:00 time would be misread."""
+    return {
+        k: v.astimezone(UTC) if isinstance(v, datetime) and v.tzinfo else v
+        for k, v in values.items()
+    }
+
+
 async def _merge(conn: AsyncConnection, c: Change) -> None:
     table = _TABLES[c.table]
     where = and_(*(table.c[k] == v for k, v in c.key.items()))
@@ -59,12 +79,12 @@ async def _merge(conn: AsyncConnection, c: Change) -> None:
             await conn.execute(update(table).where(where).values(**values))
         return
     if existing is None:
-        await conn.execute(insert(table).values({**(c.defaults or {}), **c.key, **c.values}))
+        await conn.execute(insert(table).values(_utc({**(c.defaults or {}), **c.key, **c.values})))
         return
     values = dict(c.values)
     if "status" in values and existing.get("status"):
         values["status"] = alert_status(existing["status"], values["status"])
-    await conn.execute(update(table).where(where).values(**values))
+    await conn.execute(update(table).where(where).values(**_utc(values)))
 
 
 async def apply_changes(conn: AsyncConnection, event: AnyEvent) -> None:
@@ -250,6 +270,7 @@ class AuditStore:
                 if not rows:
                     return
                 for r in rows:
+                    columns = {k: normal(r._mapping[k]) for k in INDEXED}
                     yield Row(
                         r.seq,
                         r.topic,
@@ -259,6 +280,7 @@ class AuditStore:
                         r.canonical,
                         r.prev_hash,
                         r.hash,
+                        columns,
                     )
                 after = rows[-1].seq
 
@@ -306,3 +328,118 @@ def _canon(event: AnyEvent) -> str:
     from contracts import encode
 
     return encode(event).decode()
+
+
+@dataclass(frozen=True)
+class Query:
+    participant_id: str | None = None
+    event_type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    severity: str | None = None
+    rule_id: str | None = None
+
+
+def _where(q: Query) -> Any:
+    c = t.audit_log.c
+    conditions = [
+        c.participant_id == q.participant_id if q.participant_id else None,
+        c.event_type == q.event_type if q.event_type else None,
+        c.occurred_at >= q.since.astimezone(UTC)
+        if q.since and q.since.tzinfo
+        else (c.occurred_at >= q.since if q.since else None),
+        c.occurred_at < q.until.astimezone(UTC)
+        if q.until and q.until.tzinfo
+        else (c.occurred_at < q.until if q.until else None),
+        c.severity == q.severity if q.severity else None,
+        c.rule_id == q.rule_id if q.rule_id else None,
+    ]
+    return and_(True, *(x for x in conditions if x is not None))
+
+
+class AuditReader:
+    """Read-only queries for the DSMB API and the report."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.engine = store.engine
+
+    async def events(self, q: Query, after_seq: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.audit_log)
+                .where(_where(q), t.audit_log.c.seq > after_seq)
+                .order_by(t.audit_log.c.seq)
+                .limit(limit)
+            )
+            return [dict(r) for r in rows.mappings()]
+
+    async def stream(self, q: Query, chunk: int = 1000) -> AsyncIterator[dict[str, Any]]:
+        after = 0
+        while True:
+            rows = await self.events(q, after, chunk)
+            if not rows:
+                return
+            for r in rows:
+                yield r
+            after = rows[-1]["seq"]
+
+    async def timeline(self, participant_id: str) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.audit_log)
+                .where(t.audit_log.c.participant_id == participant_id)
+                .order_by(t.audit_log.c.occurred_at, t.audit_log.c.seq)
+            )
+            return [dict(r) for r in rows.mappings()]
+
+    async def table(self, name: str, **equal: Any) -> list[dict[str, Any]]:
+        table = _TABLES[name]
+        where = and_(True, *(table.c[k] == v for k, v in equal.items() if v is not None))
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(table).where(where))
+            return [dict(r) for r in rows.mappings()]
+
+    async def head(self) -> tuple[int, str]:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(t.audit_log.c.seq, t.audit_log.c.hash)
+                    .order_by(t.audit_log.c.seq.desc())
+                    .limit(1)
+                )
+            ).first()
+            return (row.seq, row.hash) if row else (0, GENESIS)
+
+
+class TokenStore:
+    """Read-only DSMB tokens, stored as SHA-256 hashes (they are 32 random bytes)."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.engine = store.engine
+
+    async def add(self, name: str) -> tuple[str, str]:
+        token_id, secret = secrets.token_hex(6), f"dsmb_{secrets.token_urlsafe(32)}"
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(t.audit_tokens).values(
+                    token_id=token_id,
+                    name=name,
+                    token_sha256=_sha(secret),
+                    revoked=False,
+                    created_at=datetime.now(UTC),
+                )
+            )
+        return token_id, secret
+
+    async def who(self, secret: str) -> str | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(t.audit_tokens).where(t.audit_tokens.c.token_sha256 == _sha(secret))
+                )
+            ).first()
+        return None if row is None or row.revoked else str(row.name)
+
+
+def _sha(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()

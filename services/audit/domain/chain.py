@@ -9,8 +9,11 @@ hash is signed with an Ed25519 key kept outside the database; verification check
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -28,6 +31,43 @@ class Row:
     canonical: str
     prev_hash: str
     hash: str
+    # The row's queryable columns as stored; each must say what the hashed JSON says.
+    columns: dict[str, str | None] = field(default_factory=dict)
+
+
+# Columns kept beside the canonical JSON for queries and exports (not hashed themselves).
+INDEXED = (
+    "event_type",
+    "participant_id",
+    "occurred_at",
+    "recorded_at",
+    "recorded_by",
+    "reason",
+    "rule_id",
+    "severity",
+)
+
+
+def normal(value: Any) -> str | None:
+    """A column value in one comparable form: datetimes as UTC ISO 8601."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        at = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return at.isoformat()
+    return str(value)
+
+
+def indexed(canonical: str) -> dict[str, str | None]:
+    """What the queryable columns must hold, read from the hashed JSON."""
+    data = json.loads(canonical)
+    out: dict[str, str | None] = {}
+    for name in INDEXED:
+        value = data.get(name)
+        if name in ("occurred_at", "recorded_at") and value is not None:
+            value = datetime.fromisoformat(value)
+        out[name] = normal(value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -105,6 +145,17 @@ def verify(
         )
         if recomputed != row.hash:
             return Verdict(False, count, verified, row.seq, "content does not match its hash")
+        if row.columns:
+            expected = indexed(row.canonical)
+            wrong = [k for k, v in row.columns.items() if expected.get(k) != v]
+            if wrong:
+                return Verdict(
+                    False,
+                    count,
+                    verified,
+                    row.seq,
+                    f"column {', '.join(wrong)} does not match the hashed event",
+                )
         checkpoint = by_seq.pop(row.seq, None)
         if checkpoint is not None:
             why = _check(checkpoint, row.hash, trusted)

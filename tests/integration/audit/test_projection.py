@@ -23,28 +23,12 @@ KEY = Ed25519PrivateKey.generate()
 TRUSTED = {key_id(KEY.public_key()): KEY.public_key()}
 
 
-async def run_until(bootstrap: str, store: AuditStore, rows: int, timeout_s: float = 60) -> None:
-    """Runs the projection until the log holds `rows` rows."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(project(bootstrap, store, KEY, stop, checkpoint_every=5))
-    try:
-        async with asyncio.timeout(timeout_s):
-            while await store.count() < rows:
-                if task.done():
-                    task.result()  # the projection failed: raise its error
-                await asyncio.sleep(0.2)
-    finally:
-        stop.set()
-        await task
-
-
 async def test_events_in_rows_out_in_order_and_the_chain_verifies(
     kafka: str, audit_store: AuditStore
 ) -> None:
     events = one_of_each(unique("AU"))
     await produce(kafka, events)
-    before = await audit_store.count()
-    await run_until(kafka, audit_store, before + len(events))
+    await caught_up(kafka, audit_store)
     verdict = await audit_store.verify(TRUSTED)
     assert verdict.ok, verdict
     assert verdict.checkpoints >= 1

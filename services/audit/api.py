@@ -1,0 +1,214 @@
+"""The DSMB API (FastAPI, read-only): query the trail, timelines, registers, verify, export."""
+# No `from __future__ import annotations`: FastAPI resolves route annotations at runtime, and
+# the dependencies are closures of create_app.
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from services.audit.adapters.store import AuditReader, AuditStore, TokenStore
+from services.audit.adapters.store import Query as Filter
+from services.audit.report import render_report
+
+EXPORT_COLUMNS = (
+    "seq",
+    "event_id",
+    "event_type",
+    "participant_id",
+    "occurred_at",
+    "recorded_at",
+    "recorded_by",
+    "reason",
+    "rule_id",
+    "severity",
+    "topic",
+    "partition",
+    "offset",
+    "hash",
+    "canonical",
+)
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+
+
+def _with_event(row: dict[str, Any]) -> dict[str, Any]:
+    out = _plain(row)
+    out["event"] = json.loads(out.pop("canonical"))
+    return out
+
+
+def create_app(store: AuditStore, trusted: dict[str, Ed25519PublicKey]) -> FastAPI:
+    reader, tokens = AuditReader(store), TokenStore(store)
+    registry = CollectorRegistry()
+    requests = Counter(
+        "safety_monitor_audit_requests_total",
+        "DSMB API requests",
+        ["route", "status"],
+        registry=registry,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await store.migrate()
+        yield
+        await store.close()
+
+    app = FastAPI(
+        title="Trial safety monitor: DSMB audit API",
+        version="1",
+        lifespan=lifespan,
+        description="Read-only. Every fact as recorded, hash-chained and signed.",
+    )
+
+    async def dsmb(request: Request) -> str:
+        auth = request.headers.get("authorization", "")
+        secret = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        name = await tokens.who(secret) if secret else None
+        if name is None:
+            raise _Unauthorized
+        return name
+
+    @app.exception_handler(_Unauthorized)
+    async def unauthorized(_: Request, __: Exception) -> JSONResponse:
+        return JSONResponse(
+            {
+                "detail": "a DSMB token is required (Authorization: Bearer ...)",
+                "errors": [{"field": "Authorization", "reason": "missing or unknown"}],
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        requests.labels(route, str(response.status_code)).inc()
+        return response
+
+    Who = Annotated[str, Depends(dsmb)]
+
+    def flt(
+        participant_id: str | None = None,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        severity: str | None = None,
+        rule_id: str | None = None,
+    ) -> Filter:
+        return Filter(participant_id, event_type, since, until, severity, rule_id)
+
+    Filters = Annotated[Filter, Depends(flt)]
+
+    @app.get("/audit/events", summary="The trail, filtered, in log order (keyset pagination)")
+    async def events(
+        _: Who,
+        f: Filters,
+        after_seq: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        rows = await reader.events(f, after_seq, limit)
+        nxt = rows[-1]["seq"] if len(rows) == limit else None
+        return {"items": [_with_event(r) for r in rows], "next_after_seq": nxt}
+
+    @app.get("/participants/{participant_id}/timeline", summary="One participant's facts")
+    async def timeline(_: Who, participant_id: str) -> dict[str, Any]:
+        return {
+            "participant_id": participant_id,
+            "items": [_with_event(r) for r in await reader.timeline(participant_id)],
+        }
+
+    @app.get("/participants/{participant_id}/labs", summary="Lab series (corrections marked)")
+    async def labs(_: Who, participant_id: str, analyte: str | None = None) -> dict[str, Any]:
+        rows = await reader.table("rm_labs", participant_id=participant_id, analyte=analyte)
+        rows.sort(key=lambda r: (r["analyte"], r["occurred_at"]))
+        return {"participant_id": participant_id, "items": [_plain(r) for r in rows]}
+
+    @app.get("/alerts", summary="The alert register with current status")
+    async def alerts(
+        _: Who, status: str | None = None, severity: str | None = None, rule_id: str | None = None
+    ) -> dict[str, Any]:
+        rows = await reader.table("rm_alerts", status=status, severity=severity, rule_id=rule_id)
+        rows.sort(key=lambda r: (str(r["raised_at"]), r["alert_id"]))
+        return {"items": [_plain(r) for r in rows]}
+
+    @app.get("/aes", summary="The AE register (latest version of each AE)")
+    async def aes(_: Who, participant_id: str | None = None) -> dict[str, Any]:
+        rows = await reader.table("rm_aes", participant_id=participant_id)
+        return {
+            "items": [
+                _plain(r) for r in sorted(rows, key=lambda r: (r["participant_id"], r["ae_id"]))
+            ]
+        }
+
+    @app.get("/audit/verify", summary="Recompute the chain and check the signed checkpoints")
+    async def verify(_: Who) -> JSONResponse:
+        verdict = await store.verify(trusted)
+        return JSONResponse(verdict.as_dict(), status_code=200 if verdict.ok else 409)
+
+    @app.get("/audit/export", summary="Export the (filtered) trail as CSV or NDJSON, streamed")
+    async def export(
+        _: Who, f: Filters, format: Literal["csv", "ndjson"] = "ndjson"
+    ) -> StreamingResponse:
+        async def ndjson() -> AsyncIterator[bytes]:
+            async for row in reader.stream(f):
+                yield (json.dumps(_with_event(row)) + "\n").encode()
+
+        async def as_csv() -> AsyncIterator[bytes]:
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(EXPORT_COLUMNS)
+            async for row in reader.stream(f):
+                plain = _plain(row)
+                writer.writerow([plain[c] for c in EXPORT_COLUMNS])
+                yield buf.getvalue().encode()
+                buf.seek(0)
+                buf.truncate()
+            yield buf.getvalue().encode()
+
+        if format == "csv":
+            return StreamingResponse(
+                as_csv(),
+                media_type="text/csv",
+                headers={"Content-Disposition": "attachment; filename=audit-trail.csv"},
+            )
+        return StreamingResponse(ndjson(), media_type="application/x-ndjson")
+
+    @app.get(
+        "/report", summary="The DSMB report (self-contained HTML)", response_class=HTMLResponse
+    )
+    async def report(_: Who) -> HTMLResponse:
+        return HTMLResponse(await render_report(reader))
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: the database answers")
+    async def readyz() -> JSONResponse:
+        try:
+            seq, _ = await reader.head()
+        except Exception:  # any database failure is "not ready"
+            return JSONResponse({"ready": False}, status_code=503)
+        return JSONResponse({"ready": True, "rows": seq})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

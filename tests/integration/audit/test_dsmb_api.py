@@ -1,0 +1,192 @@
+"""The DSMB API and report over a projection of the real broker; rebuild equals live."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.audit.adapters.store import AuditStore, TokenStore
+from services.audit.api import create_app
+from services.audit.rebuild import rebuild
+from services.sample import demo_trial
+from tests.integration.audit.test_projection import TRUSTED, _tamper, caught_up
+from tests.integration.kafka_io import produce
+
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+
+
+@pytest.fixture
+async def dsmb(kafka: str, audit_store: AuditStore) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    await produce(kafka, list(demo_trial()))
+    await caught_up(kafka, audit_store)
+    _, token = await TokenStore(audit_store).add("dsmb-chair")
+    app = create_app(audit_store, TRUSTED)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://audit"
+    ) as client:
+        yield client, token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_the_trail_is_queried_by_participant_type_and_time_with_pagination(
+    dsmb: tuple[httpx.AsyncClient, str],
+) -> None:
+    client, token = dsmb
+    assert (await client.get("/audit/events")).status_code == 401
+    r = await client.get(
+        "/audit/events", params={"participant_id": "DN-004", "limit": 5}, headers=bearer(token)
+    )
+    first = r.json()
+    assert len(first["items"]) == 5 and first["next_after_seq"] == first["items"][-1]["seq"]
+    rest = (
+        await client.get(
+            "/audit/events",
+            params={
+                "participant_id": "DN-004",
+                "after_seq": first["next_after_seq"],
+                "limit": 1000,
+            },
+            headers=bearer(token),
+        )
+    ).json()
+    everything = first["items"] + rest["items"]
+    assert {e["participant_id"] for e in everything} == {"DN-004"}
+    assert [e["seq"] for e in everything] == sorted(e["seq"] for e in everything)
+    labs = (
+        await client.get(
+            "/audit/events",
+            params={
+                "event_type": "lab.resulted",
+                "since": "2026-01-01T00:00:00Z",
+                "until": "2026-02-01T00:00:00Z",
+            },
+            headers=bearer(token),
+        )
+    ).json()["items"]
+    assert labs and all(e["event"]["event_type"] == "lab.resulted" for e in labs)
+    assert all("2026-01" in e["occurred_at"] for e in labs)
+    sae = (
+        await client.get("/audit/events", params={"rule_id": "sae.reported"}, headers=bearer(token))
+    ).json()["items"]
+    crit = (
+        await client.get("/audit/events", params={"severity": "critical"}, headers=bearer(token))
+    ).json()["items"]
+    assert {e["rule_id"] for e in sae} <= {"sae.reported"}
+    assert all(e["severity"] == "critical" for e in crit)
+
+
+async def test_timeline_registers_and_verify(dsmb: tuple[httpx.AsyncClient, str]) -> None:
+    client, token = dsmb
+    timeline = (await client.get("/participants/DN-005/timeline", headers=bearer(token))).json()
+    types = [e["event_type"] for e in timeline["items"]]
+    assert types[0] == "participant.enrolled" and "ae.reported" in types
+    labs = (
+        await client.get(
+            "/participants/DN-004/labs", params={"analyte": "creatinine"}, headers=bearer(token)
+        )
+    ).json()["items"]
+    assert [x["visit"] for x in labs] == ["baseline", "M1", "M3"]
+    aes = (await client.get("/aes", headers=bearer(token))).json()["items"]
+    assert {(a["participant_id"], a["serious"]) for a in aes} >= {
+        ("DN-005", True),
+        ("DN-002", False),
+    }
+    verify = await client.get("/audit/verify", headers=bearer(token))
+    assert verify.status_code == 200 and verify.json()["ok"] is True
+
+
+async def test_exports_stream_csv_and_ndjson(dsmb: tuple[httpx.AsyncClient, str]) -> None:
+    client, token = dsmb
+    nd = await client.get(
+        "/audit/export",
+        params={"format": "ndjson", "participant_id": "DN-001"},
+        headers=bearer(token),
+    )
+    lines = [json.loads(x) for x in nd.text.splitlines()]
+    assert lines and all(x["participant_id"] == "DN-001" for x in lines)
+    as_csv = await client.get("/audit/export", params={"format": "csv"}, headers=bearer(token))
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    assert len(rows) >= 112 and {"seq", "hash", "canonical"} <= set(rows[0])
+
+
+async def test_a_row_altered_by_hand_is_named_by_verify(
+    dsmb: tuple[httpx.AsyncClient, str], audit_store: AuditStore, audit_url: str
+) -> None:
+    client, token = dsmb
+    await _tamper(
+        audit_store, audit_url, "UPDATE audit_log SET recorded_by = 'someone' WHERE seq = 7"
+    )
+    r = await client.get("/audit/verify", headers=bearer(token))
+    assert r.status_code == 409 and r.json()["first_broken_seq"] == 7
+
+
+async def test_rebuilt_read_models_equal_the_live_ones(kafka: str, audit_store: AuditStore) -> None:
+    await produce(kafka, list(demo_trial()))
+    await caught_up(kafka, audit_store)
+    live = await audit_store.dump_read_models()
+    assert live["rm_participants"] and live["rm_labs"]
+    await rebuild(kafka, audit_store, progress=False)
+    assert await audit_store.dump_read_models() == live
+    assert (await audit_store.verify(TRUSTED)).ok  # the log itself was not touched
+
+
+async def test_the_report_renders_in_headless_chromium_with_its_plots(
+    dsmb: tuple[httpx.AsyncClient, str], tmp_path: Path
+) -> None:
+    client, token = dsmb
+    r = await client.get("/report", headers=bearer(token))
+    assert r.status_code == 200
+    page = r.text
+    assert "Primary outcome" in page and "SAE listing" in page and "KDIGO" in page
+    assert page.count("<svg") == 3 and 'class="trajectory"' in page
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed (.ci/run installs it)")
+        pytest.skip("chromium is not installed here")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "report.html").write_text(page)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'p'}",
+    ]
+    url = (ARTIFACTS / "report.html").as_uri()
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert dom.count("<polyline") >= 10  # one line per participant per plot, rendered
+    subprocess.run(
+        [
+            chromium,
+            *flags,
+            "--window-size=1200,3000",
+            f"--screenshot={ARTIFACTS / 'report.png'}",
+            url,
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert (ARTIFACTS / "report.png").stat().st_size > 20_000
