@@ -6,7 +6,9 @@
 3. submits the sample trial through POST /v1/events with an admin key;
 4. waits for the worker's alerts on safety.alerts and checks them against the same engine run
    offline (`safety-monitor evaluate`): the stream and the batch must agree;
-5. stops the worker gracefully and leaves the broker running.
+5. runs the audit projection until it has caught up, verifies the hash chain and writes the
+   DSMB report to .local/report.html;
+6. stops the services gracefully and leaves the broker running.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -33,6 +36,11 @@ from contracts import (
     decode,
 )
 from deploy.kafka.launcher import KafkaLauncher, KafkaSettings
+from services.audit.adapters.store import AuditReader, AuditStore
+from services.audit.keys import trusted_keys
+from services.audit.projection import partitions as audit_partitions
+from services.audit.report import render_report
+from services.audit.settings import AuditSettings
 from services.ingest.bootstrap import build as build_ingest
 from services.ingest.domain.policy import Role
 from services.ingest.settings import IngestSettings
@@ -153,6 +161,57 @@ async def _wait_alerts(
         await asyncio.sleep(1)
 
 
+def _audit(bootstrap: str, home: Path) -> None:
+    """Runs the audit projection until it has caught up, verifies the chain, writes the report."""
+    projection = _start(
+        "audit-projection",
+        ["audit", "project"],
+        {"SAFETY_MONITOR_KAFKA_BOOTSTRAP": bootstrap},
+        home,
+    )
+    settings = AuditSettings()
+    store = AuditStore(settings.audit_database_url)
+
+    async def caught_up(timeout_s: float = 60) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(await audit_partitions(bootstrap))
+        finally:
+            await consumer.stop()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                done = await store.offsets()
+            except Exception:  # the projection has not created its tables yet
+                done = {}
+            if all(done.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items()):
+                return
+            await asyncio.sleep(0.3)
+        raise RuntimeError("the audit projection did not catch up; see .local/audit-projection.log")
+
+    async def finish() -> tuple[int, Any, str]:
+        try:
+            await caught_up()
+            verdict = await store.verify(trusted_keys(settings))
+            page = await render_report(AuditReader(store))
+            return await store.count(), verdict, page
+        finally:
+            await store.close()
+
+    try:
+        rows, verdict, page = asyncio.run(finish())
+    finally:
+        os.kill(projection.pid, signal.SIGTERM)
+        projection.wait(60)
+    (home / "report.html").write_text(page)
+    state = "verified" if verdict.ok else f"BROKEN at row {verdict.first_broken_seq}"
+    print(
+        f"[demo] audit trail: {rows} rows, hash chain {state} "
+        f"({verdict.checkpoints} signed checkpoints); DSMB report: {home / 'report.html'}"
+    )
+
+
 def run(settings: KafkaSettings) -> int:
     status = KafkaLauncher(settings).up()
     print(f"[demo] {status}")
@@ -161,7 +220,8 @@ def run(settings: KafkaSettings) -> int:
         # A new, empty log: the ingest database's record of what was accepted describes a log
         # that is gone, and would answer "duplicate" for events this log never saw.
         (home / "ingest.db").unlink(missing_ok=True)
-        print("[demo] new broker storage: the demo's ingest database starts afresh too")
+        (home / "audit.db").unlink(missing_ok=True)
+        print("[demo] new broker storage: the demo's ingest and audit databases start afresh too")
     env = {"SAFETY_MONITOR_KAFKA_BOOTSTRAP": status.bootstrap}
     worker = _start(
         "rules-worker",
@@ -203,6 +263,7 @@ def run(settings: KafkaSettings) -> int:
         missing = expected - {str(a.alert_id) for a in mine}
         verdict = "agree" if not missing else f"{len(missing)} alerts missing"
         print(f"[demo] stream vs `safety-monitor evaluate`: {verdict}")
+        _audit(status.bootstrap, home)
     finally:
         for proc in (ingest, worker):
             os.killpg(proc.pid, signal.SIGTERM)
