@@ -361,7 +361,7 @@ class AuditReader:
     """Read-only queries for the DSMB API and the report."""
 
     def __init__(self, store: AuditStore) -> None:
-        self.engine = store.engine
+        self.store, self.engine = store, store.engine
 
     async def events(self, q: Query, after_seq: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
@@ -400,15 +400,7 @@ class AuditReader:
             return [dict(r) for r in rows.mappings()]
 
     async def head(self) -> tuple[int, str]:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(t.audit_log.c.seq, t.audit_log.c.hash)
-                    .order_by(t.audit_log.c.seq.desc())
-                    .limit(1)
-                )
-            ).first()
-            return (row.seq, row.hash) if row else (0, GENESIS)
+        return await self.store.head()
 
 
 class TokenStore:
