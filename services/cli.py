@@ -277,11 +277,38 @@ def _audit(args: argparse.Namespace) -> int:
 
             Path(args.out).write_text(await render_report(AuditReader(store)))
             print(f"report written to {args.out}")
+            if getattr(args, "pdf", None):
+                return _pdf(Path(args.out), Path(args.pdf))
             return 0
         finally:
             await store.close()
 
     return asyncio.run(main())
+
+
+def _pdf(page: Path, out: Path) -> int:
+    """The report as PDF, printed by headless Chromium (Debian `chromium`) with the network off."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        print("--pdf needs chromium (Debian: apt-get install chromium)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update", "--no-first-run",
+             f"--user-data-dir={profile}", "--no-pdf-header-footer",
+             f"--print-to-pdf={out.resolve()}", page.resolve().as_uri()],
+            capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+    if done.returncode != 0 or not out.exists():
+        print(f"chromium could not print the report: {done.stderr[-500:]!r}", file=sys.stderr)
+        return 1
+    print(f"PDF written to {out}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -327,6 +354,7 @@ def parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write the DSMB report (self-contained HTML)")
     report.add_argument("--out", default="report.html")
+    report.add_argument("--pdf", help="also print it to this PDF with headless Chromium")
     report.set_defaults(func=_report)
 
     rules = sub.add_parser("rules", help="the safety rules stream worker (faust)")
