@@ -17,6 +17,7 @@ import pytest
 from services.audit.adapters.store import AuditStore, TokenStore
 from services.audit.api import create_app
 from services.audit.rebuild import rebuild
+from services.cli import _pdf
 from services.sample import demo_trial
 from tests.integration.audit.test_projection import TRUSTED, _tamper, caught_up
 from tests.integration.kafka_io import produce
@@ -190,3 +191,5 @@ async def test_the_report_renders_in_headless_chromium_with_its_plots(
         check=True,
     )
     assert (ARTIFACTS / "report.png").stat().st_size > 20_000
+    assert _pdf(ARTIFACTS / "report.html", ARTIFACTS / "report.pdf") == 0  # `report --pdf`
+    assert (ARTIFACTS / "report.pdf").read_bytes().startswith(b"%PDF")
