@@ -38,7 +38,7 @@ from contracts import (
 from deploy.kafka.launcher import KafkaLauncher, KafkaSettings
 from services.audit.adapters.store import AuditReader, AuditStore
 from services.audit.keys import trusted_keys
-from services.audit.projection import partitions as audit_partitions
+from services.audit.projection import lag as audit_lag
 from services.audit.report import render_report
 from services.audit.settings import AuditSettings
 from services.ingest.bootstrap import build as build_ingest
@@ -173,20 +173,13 @@ def _audit(bootstrap: str, home: Path) -> None:
     store = AuditStore(settings.audit_database_url)
 
     async def caught_up(timeout_s: float = 60) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-        await consumer.start()
-        try:
-            ends = await consumer.end_offsets(await audit_partitions(bootstrap))
-        finally:
-            await consumer.stop()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                done = await store.offsets()
+                if await audit_lag(bootstrap, store) == 0:
+                    return
             except Exception:  # the projection has not created its tables yet
-                done = {}
-            if all(done.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items()):
-                return
+                pass
             await asyncio.sleep(0.3)
         raise RuntimeError("the audit projection did not catch up; see .local/audit-projection.log")
 

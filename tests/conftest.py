@@ -2,20 +2,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def unavailable(reason: str) -> NoReturn:
+    """What a test needs is not here: a failure in CI, where .ci/run provides it; else a skip."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real public FHIR and SDTM files beside the project; never copied into it."""
     if not SHARED_DATA.is_dir():
-        reason = f"../shared/data is absent ({SHARED_DATA}): the external files are not here"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(f"../shared/data is absent ({SHARED_DATA}): the external files are not here")
     return SHARED_DATA
 
 
@@ -27,10 +32,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each storage test runs on SQLite and on PostgreSQL (the same SQLAlchemy code)."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    return postgres_url()
+
+
+def postgres_url() -> str:
+    """The PostgreSQL that .ci/run starts (or a developer's): SAFETY_MONITOR_TEST_POSTGRES_URL."""
     url = os.environ.get(POSTGRES_ENV)
     if not url:
-        reason = f"{POSTGRES_ENV} is not set: no PostgreSQL to test against"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(f"{POSTGRES_ENV} is not set: no PostgreSQL to test against")
     return url

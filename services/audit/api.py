@@ -17,25 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from services.audit.adapters.store import AuditReader, AuditStore, TokenStore
 from services.audit.adapters.store import Query as Filter
+from services.audit.domain.chain import INDEXED
 from services.audit.report import render_report
 
-EXPORT_COLUMNS = (
-    "seq",
-    "event_id",
-    "event_type",
-    "participant_id",
-    "occurred_at",
-    "recorded_at",
-    "recorded_by",
-    "reason",
-    "rule_id",
-    "severity",
-    "topic",
-    "partition",
-    "offset",
-    "hash",
-    "canonical",
-)
+EXPORT_COLUMNS = ("seq", "event_id", *INDEXED, "topic", "partition", "offset", "hash", "canonical")
 
 
 class _Unauthorized(Exception):

@@ -34,6 +34,18 @@ async def partitions(bootstrap: str, topics: tuple[str, ...] = AUDITED) -> list[
     return [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
 
 
+async def lag(bootstrap: str, store: AuditStore) -> int:
+    """Messages on the audited topics that the store has not projected yet (0: caught up)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(await partitions(bootstrap))
+    finally:
+        await consumer.stop()
+    done = await store.offsets()
+    return sum(max(0, end - done.get((tp.topic, tp.partition), 0)) for tp, end in ends.items())
+
+
 async def project(
     bootstrap: str,
     store: AuditStore,

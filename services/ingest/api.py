@@ -31,7 +31,8 @@ log = logging.getLogger("ingest.api")
 
 
 class BodyTooLarge(Exception):
-    pass
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"over {limit} bytes")
 
 
 class BadBody(Exception):
@@ -58,18 +59,22 @@ def _request_schema() -> tuple[dict[str, Any], dict[str, Any]]:
 async def _read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+        raise BodyTooLarge(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 def _error(status: int, detail: str, errors: list[dict[str, Any]], **headers: str) -> JSONResponse:
     return JSONResponse({"detail": detail, "errors": errors}, status_code=status, headers=headers)
+
+
+def _body_error(status: int, detail: str, reason: str) -> JSONResponse:
+    return _error(status, detail, [{"field": "(body)", "reason": reason}])
 
 
 def create_app(
@@ -218,14 +223,10 @@ def create_app(
         try:
             raw = await _read_limited(request, settings.ingest_max_body_bytes)
             bodies = _json_events(raw, settings.ingest_max_batch)
-        except BodyTooLarge:
-            return _error(
-                413,
-                "request body too large",
-                [{"field": "(body)", "reason": f"over {settings.ingest_max_body_bytes} bytes"}],
-            )
+        except BodyTooLarge as e:
+            return _body_error(413, "request body too large", str(e))
         except BadBody as e:
-            return _error(400, "malformed request body", [{"field": "(body)", "reason": str(e)}])
+            return _body_error(400, "malformed request body", str(e))
         return await submit(request, who, "api", bodies, idempotency_key, raw)
 
     @app.post(
@@ -262,14 +263,10 @@ def create_app(
         try:
             data = await _read_limited(request, settings.ingest_max_import_bytes)
             summary = await import_sdtm(filename, data, ingest, who, zone, domain=domain)
-        except BodyTooLarge:
-            return _error(
-                413,
-                "file too large",
-                [{"field": "(body)", "reason": f"over {settings.ingest_max_import_bytes} bytes"}],
-            )
+        except BodyTooLarge as e:
+            return _body_error(413, "file too large", str(e))
         except (ValueError, UnicodeDecodeError) as e:
-            return _error(400, "unreadable file", [{"field": "(body)", "reason": str(e)}])
+            return _body_error(400, "unreadable file", str(e))
         except LogUnavailable:
             return unavailable()
         for outcome, n in (
@@ -324,14 +321,10 @@ def create_app(
         try:
             raw = await _read_limited(request, settings.ingest_max_import_bytes)
             bundle = json.loads(raw)
-        except BodyTooLarge:
-            return _error(
-                413,
-                "Bundle too large",
-                [{"field": "(body)", "reason": f"over {settings.ingest_max_import_bytes} bytes"}],
-            )
+        except BodyTooLarge as e:
+            return _body_error(413, "Bundle too large", str(e))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return _error(400, "malformed request body", [{"field": "(body)", "reason": str(e)}])
+            return _body_error(400, "malformed request body", str(e))
         ctx = FhirContext(settings.ingest_trial_id, who.site_id or site_id, zone)
         try:
             mapped = map_bundle(bundle, ctx)

@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import AnyEvent, encode, key_for, topic_for
+from services.demo import partitions_of
 
 
 async def produce(bootstrap: str, events: list[AnyEvent]) -> None:
@@ -33,13 +33,7 @@ async def produce_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> N
 
 async def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
     """Every (key, value) on the topic right now, from the beginning."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    parts = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    parts = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:

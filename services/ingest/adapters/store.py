@@ -138,30 +138,25 @@ class IngestStore:
         return bool(done.rowcount)
 
     # -- events -------------------------------------------------------------------------------
+    async def _lookup(
+        self, key: Column[str], value: Column[str], ids: Iterable[str]
+    ) -> dict[str, str]:
+        wanted = list(set(ids))
+        if not wanted:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(key, value).where(key.in_(wanted)))
+            return {r[0]: r[1] for r in rows}
+
     async def accepted(self, event_ids: Iterable[str]) -> dict[str, str]:
         """event_id -> content hash, for the ids already accepted."""
-        ids = list(event_ids)
-        if not ids:
-            return {}
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(accepted.c.event_id, accepted.c.content_sha256).where(
-                    accepted.c.event_id.in_(ids)
-                )
-            )
-            return {r.event_id: r.content_sha256 for r in rows}
+        return await self._lookup(accepted.c.event_id, accepted.c.content_sha256, event_ids)
 
     async def sites_of(self, participant_ids: Iterable[str]) -> dict[str, str]:
-        ids = list(set(participant_ids))
-        if not ids:
-            return {}
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(participants.c.participant_id, participants.c.site_id).where(
-                    participants.c.participant_id.in_(ids)
-                )
-            )
-            return {r.participant_id: r.site_id for r in rows}
+        """participant_id -> site, for the participants already enrolled."""
+        return await self._lookup(
+            participants.c.participant_id, participants.c.site_id, participant_ids
+        )
 
     async def record(self, rows: list[Accepted], enrolled: list[tuple[str, str, str]]) -> None:
         """Records accepted events and new enrolments (participant, trial, site) in one

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,7 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.audit.adapters.store import AuditStore
-from tests.conftest import POSTGRES_ENV
+from tests.conftest import postgres_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -19,12 +18,7 @@ async def audit_url(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIt
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path}/audit.db"
         return
-    admin_url = os.environ.get(POSTGRES_ENV)
-    if not admin_url:
-        reason = f"{POSTGRES_ENV} is not set: no PostgreSQL to test against"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    admin_url = postgres_url()
     name = f"audit_{uuid.uuid4().hex[:10]}"
     admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:

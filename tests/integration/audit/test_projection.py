@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -14,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from contracts import encode
 from services.audit.adapters.store import AuditStore, Incoming
 from services.audit.domain.chain import key_id
-from services.audit.projection import partitions, project
+from services.audit.projection import lag, project
 from services.sample import one_of_each
 from tests.integration.kafka_io import produce
 from tests.integration.safety_rules.test_worker import unique
@@ -40,21 +39,12 @@ async def test_events_in_rows_out_in_order_and_the_chain_verifies(
 
 
 async def caught_up(bootstrap: str, store: AuditStore, timeout_s: float = 120) -> None:
-    """Runs the projection until its stored offsets reach the end of every audited partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(await partitions(bootstrap))
-    finally:
-        await consumer.stop()
+    """Runs the projection until it has projected every audited partition to its end."""
     stop = asyncio.Event()
     task = asyncio.create_task(project(bootstrap, store, KEY, stop, checkpoint_every=5))
     try:
         async with asyncio.timeout(timeout_s):
-            while True:
-                done = await store.offsets()
-                if all(done.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items()):
-                    break
+            while await lag(bootstrap, store):
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.2)
