@@ -80,6 +80,17 @@ class AlertEscalated(_AlertEnvelope):
     escalated_to: NonEmptyStr
 
 
+class AlertWithdrawn(_AlertEnvelope):
+    """A correction replaced the evidence an alert stood on: the alert stays in the trail,
+    marked withdrawn with the correcting event, never deleted."""
+
+    event_type: Literal["alert.withdrawn"] = "alert.withdrawn"
+    withdrawn_by: uuid.UUID = Field(description="event_id of the correcting event")
+    superseded: uuid.UUID = Field(description="event_id of the evidence it corrected")
+    rule_id: NonEmptyStr
+    reason: str = Field(min_length=1, max_length=2000, description="Why: the correction")
+
+
 class AlertResolved(_AlertEnvelope):
     event_type: Literal["alert.resolved"] = "alert.resolved"
     resolved_by: NonEmptyStr

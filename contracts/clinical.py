@@ -52,11 +52,9 @@ class Relatedness(StrEnum):
     POSSIBLE = "possible"
     PROBABLE = "probable"
     DEFINITE = "definite"
-
-    @property
-    def is_related(self) -> bool:
-        """DESIGN.md: related means possible, probable or definite."""
-        return self in (Relatedness.POSSIBLE, Relatedness.PROBABLE, Relatedness.DEFINITE)
+    # Causality not yet assessed by the investigator: accepted, never rejected, and counted as
+    # related by the SUSAR clock and the stopping rule until assessed (clinical.terms).
+    NOT_ASSESSED = "not_assessed"
 
 
 class Expectedness(StrEnum):
@@ -180,9 +178,20 @@ class _AdverseEventFields(ClinicalEnvelope):
     ctcae_grade: int = Field(ge=1, le=5)
     serious: bool
     seriousness_criteria: list[SeriousnessCriterion] = Field(default_factory=list)
-    relatedness: Relatedness
+    relatedness: Relatedness = Field(
+        default=Relatedness.NOT_ASSESSED,
+        description="Investigator's causality; not_assessed (the default) counts as related "
+        "for the SUSAR clock and the stopping rule until assessed",
+    )
     expectedness: Expectedness | None = Field(
-        default=None, description="None while not yet assessed"
+        default=None,
+        description="Against the reference safety information; None while not yet assessed, "
+        "which counts as unexpected",
+    )
+    aware_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the site first knew of the AE; regulatory clocks count from it "
+        "(else from recorded_at)",
     )
     local_or_systemic: Locality | None = None
     outcome: AeOutcome = AeOutcome.UNKNOWN
@@ -200,11 +209,12 @@ class _AdverseEventFields(ClinicalEnvelope):
             raise ValueError("seriousness_criteria: a criterion is listed twice")
         if self.ctcae_grade == 5 and self.outcome is not AeOutcome.FATAL:
             raise ValueError("outcome: a CTCAE grade 5 AE is a death; outcome must be fatal")
+        if self.outcome is AeOutcome.FATAL and not self.serious:
+            raise ValueError(
+                "serious: an AE with outcome fatal is serious (criterion death); it was sent "
+                "as not serious"
+            )
         return self
-
-    @property
-    def is_related(self) -> bool:
-        return self.relatedness.is_related
 
 
 class AeReported(_AdverseEventFields):

@@ -19,6 +19,7 @@ from contracts.alerts import (
     AlertEscalated,
     AlertRaised,
     AlertResolved,
+    AlertWithdrawn,
 )
 from contracts.clinical import (
     AeReported,
@@ -33,7 +34,12 @@ ClinicalEvent: TypeAlias = (
     ParticipantEnrolled | DoseAdministered | VisitCompleted | LabResulted | AeReported | AeUpdated
 )
 LifecycleEvent: TypeAlias = (
-    AlertDelivered | AlertDeliveryFailed | AlertAcknowledged | AlertEscalated | AlertResolved
+    AlertDelivered
+    | AlertDeliveryFailed
+    | AlertAcknowledged
+    | AlertEscalated
+    | AlertResolved
+    | AlertWithdrawn
 )
 AnyEvent: TypeAlias = ClinicalEvent | AlertRaised | LifecycleEvent
 

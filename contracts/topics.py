@@ -58,7 +58,7 @@ SAFETY_ALERTS = Topic(
 )
 ALERT_LIFECYCLE = Topic(
     name="safety.alert-lifecycle",
-    holds="delivered, delivery_failed, acknowledged, escalated, resolved",
+    holds="delivered, delivery_failed, acknowledged, escalated, resolved, withdrawn",
     key="alert_id",
     event_types=tuple(c.model_fields["event_type"].default for c in get_args(LifecycleEvent)),
     config={"retention.ms": "-1", "cleanup.policy": "delete"},

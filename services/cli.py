@@ -85,7 +85,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     cfg = load_rules(Path(args.rules) if args.rules else None)
     try:
         with open(args.events, encoding="utf-8") as lines:
-            alerts = evaluate.run(evaluate.read_events(lines), cfg, as_of)
+            alerts = evaluate.run_all(evaluate.read_events(lines), cfg, as_of)
     except evaluate.BadLine as e:
         print(f"safety-monitor evaluate: {args.events}: {e}", file=sys.stderr)
         return 1

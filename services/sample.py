@@ -20,6 +20,7 @@ from contracts import (
     AlertEscalated,
     AlertRaised,
     AlertResolved,
+    AlertWithdrawn,
     AnyEvent,
     DoseAdministered,
     LabResulted,
@@ -144,6 +145,13 @@ def one_of_each(participant: str = "DN-001") -> list[AnyEvent]:
             **life("resolved", 3),
             resolved_by="safety-officer",
             resolution="Reported to sponsor within 24 h",
+        ),
+        AlertWithdrawn(
+            **life("withdrawn", 4),
+            rule_id="sae.reported",
+            withdrawn_by=sample_id(f"{participant}/ae-1-correction"),
+            superseded=sample_id(f"{participant}/ae-1"),
+            reason="its evidence was corrected: AE entered for the wrong participant",
         ),
     ]
 

@@ -8,17 +8,15 @@ import html
 import json
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+from clinical.age import age_on
+from clinical.baseline import choose_baseline
+from clinical.egfr import ckd_epi_2021, reported_egfr_stands
+from clinical.kdigo import a_category, g_category
+from contracts import Sex
 from services.audit.adapters.store import AuditReader
-from services.audit.domain.stats import (
-    Summary,
-    a_category,
-    age_at,
-    ckd_epi_2021,
-    g_category,
-    summarise,
-)
+from services.audit.domain.stats import Summary, summarise
 
 VISITS = ("M1", "M3", "M6", "M9", "M12")
 NA = "-"
@@ -62,45 +60,67 @@ def _pct(n: int, total: int) -> str:
     return f"{n} ({100 * n / total:.0f}%)" if total else "0"
 
 
-def _series(
-    participants: dict[str, dict[str, Any]], labs: list[dict[str, Any]]
-) -> dict[str, dict[str, list[tuple[datetime, float, str | None]]]]:
-    """participant -> measure -> [(time, value, visit)], eGFR computed from creatinine."""
-    out: dict[str, dict[str, list[tuple[datetime, float, str | None]]]] = defaultdict(
-        lambda: defaultdict(list)
+class Sample(NamedTuple):
+    at: datetime
+    value: float
+    visit: str | None
+
+
+def _day(v: Any) -> date | None:
+    return date.fromisoformat(v) if v else None
+
+
+def _age(p: dict[str, Any], lab: dict[str, Any], at: datetime) -> int | None:
+    """Whole years at the sample's date at the site (clinical.age), as the engine counts them."""
+    enrolled = _utc(p["enrolled_at"])
+    return age_on(
+        _day(lab.get("sample_date")) or at.date(),
+        birth_date=_day(p["birth_date"]),
+        age_at_enrolment=p["age_years"],
+        enrolled_on=_day(p.get("enrolled_on")) or (enrolled.date() if enrolled else None),
     )
+
+
+def lab_series(
+    participants: dict[str, dict[str, Any]], labs: list[dict[str, Any]]
+) -> dict[str, dict[str, list[Sample]]]:
+    """participant -> measure -> samples in time order. `egfr_computed` is the eGFR time line the
+    rules read: CKD-EPI 2021 from each creatinine, and a reported eGFR where no creatinine was
+    taken in the day before it (clinical.egfr)."""
+    out: dict[str, dict[str, list[Sample]]] = defaultdict(lambda: defaultdict(list))
     for lab in labs:
         if lab["superseded_by"] or lab["comparator"]:
             continue  # corrected values and censored ones are not summarised
         pid, at = lab["participant_id"], _utc(lab["occurred_at"])
         assert at is not None
-        out[pid][lab["analyte"]].append((at, float(lab["value"]), lab["visit"]))
+        out[pid][lab["analyte"]].append(Sample(at, float(lab["value"]), lab["visit"]))
         p = participants.get(pid)
         if lab["analyte"] == "creatinine" and p and p["sex"]:
-            birth = date.fromisoformat(p["birth_date"]) if p["birth_date"] else None
-            enrolled = _utc(p["enrolled_at"])
-            age = age_at(birth, p["age_years"], enrolled.date() if enrolled else None, at.date())
+            age = _age(p, lab, at)
             if age is not None:
-                out[pid]["egfr_computed"].append(
-                    (at, ckd_epi_2021(float(lab["value"]), age, p["sex"] == "F"), lab["visit"])
-                )
+                egfr = ckd_epi_2021(float(lab["value"]), age, Sex(p["sex"]))
+                out[pid]["egfr_computed"].append(Sample(at, egfr, lab["visit"]))
     for measures in out.values():
         for points in measures.values():
-            points.sort(key=lambda x: x[0])
+            points.sort(key=lambda x: x.at)
+        creatinine = [x.at for x in measures.get("creatinine", [])]
+        for r in measures.get("egfr", []):
+            latest = max((t for t in creatinine if t <= r.at), default=None)
+            if reported_egfr_stands(r.at, latest):
+                measures["egfr_computed"].append(r)
+        measures["egfr_computed"].sort(key=lambda x: x.at)
     return out
 
 
-def _baseline(
-    points: list[tuple[datetime, float, str | None]], dose: datetime | None
-) -> float | None:
-    at_baseline = [v for _, v, visit in points if visit == "baseline"]
-    if at_baseline:
-        return at_baseline[-1]
-    before = [v for t, v, _ in points if dose is not None and t < dose]
-    return before[-1] if before else None
+_series = lab_series
 
 
-def _at_visit(points: list[tuple[datetime, float, str | None]], visit: str) -> float | None:
+def _baseline(points: list[Sample], dose: datetime | None) -> float | None:
+    chosen = choose_baseline(points, dose)
+    return chosen.value if chosen else None
+
+
+def _at_visit(points: list[Sample], visit: str) -> float | None:
     values = [v for _, v, vis in points if vis == visit]
     return values[-1] if values else None
 

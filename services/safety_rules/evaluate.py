@@ -1,7 +1,8 @@
 """`safety-monitor evaluate EVENTS.jsonl [--as-of T]`: the engine offline over a JSONL file.
 
-Writes each alert.raised as one JSON line on stdout, in the order raised; time-based rules are
-evaluated once at --as-of (default: the latest event time). A malformed line stops the run with
+Writes each alert.raised (and each alert.withdrawn a correction causes) as one JSON line on
+stdout, in the order raised; time-based rules are evaluated once at --as-of (default: the latest
+event time). A malformed line stops the run with
 its line number and the reason.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TextIO
 
-from contracts import AlertRaised, ClinicalEvent, InvalidEvent, encode, parse_event
+from contracts import AlertRaised, AlertWithdrawn, ClinicalEvent, InvalidEvent, encode, parse_event
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.engine import evaluate, evaluate_trial, tick
 from services.safety_rules.domain.state import ParticipantState
@@ -40,15 +41,24 @@ def read_events(lines: Iterable[str]) -> Iterator[ClinicalEvent]:
 def run(
     events: Iterable[ClinicalEvent], cfg: RulesConfig, as_of: datetime | None
 ) -> list[AlertRaised]:
+    """The alerts raised, in the order raised."""
+    return [a for a in run_all(events, cfg, as_of) if isinstance(a, AlertRaised)]
+
+
+def run_all(
+    events: Iterable[ClinicalEvent], cfg: RulesConfig, as_of: datetime | None
+) -> list[AlertRaised | AlertWithdrawn]:
+    """The alerts raised and withdrawn, in the order they happened."""
     participants: dict[str, ParticipantState] = {}
     trials: dict[str, TrialState] = {}
-    alerts: list[AlertRaised] = []
+    alerts: list[AlertRaised | AlertWithdrawn] = []
     latest: datetime | None = None
     for event in events:
         latest = event.occurred_at if latest is None else max(latest, event.occurred_at)
         out = evaluate(participants.get(event.participant_id, ParticipantState()), event, cfg)
         participants[event.participant_id] = out.state
         alerts += out.alerts
+        alerts += out.withdrawn
         for signal in out.signals:
             t = evaluate_trial(trials.get(signal.trial_id, TrialState()), signal, cfg)
             trials[signal.trial_id] = t.state
@@ -62,6 +72,6 @@ def run(
     return alerts
 
 
-def write(alerts: Iterable[AlertRaised], out: TextIO) -> None:
+def write(alerts: Iterable[AlertRaised | AlertWithdrawn], out: TextIO) -> None:
     for alert in alerts:
         out.write(encode(alert).decode() + "\n")

@@ -35,6 +35,12 @@ class RulesMetrics:
             ["rule_id", "severity"],
             registry=r,
         )
+        self.withdrawn = Counter(
+            "safety_monitor_rules_alerts_withdrawn_total",
+            "Alerts withdrawn because a correction removed their evidence, by rule",
+            ["rule_id"],
+            registry=r,
+        )
         self.ticks = Counter(
             "safety_monitor_rules_ticks_total", "Time-based rule evaluations", registry=r
         )

@@ -1,6 +1,7 @@
 """The faust worker: decode, call the pure engine, produce. No rule logic lives here.
 
-Topics: trial.events in; safety.alerts and trial.dead-letter out. State lives in faust tables
+Topics: trial.events in; safety.alerts, safety.alert-lifecycle (alert.withdrawn, when a correction
+removes an alert's evidence) and trial.dead-letter out. State lives in faust tables
 backed by changelog topics, so a restarted worker resumes where it was. Agents run with
 concurrency 1 (faust issue #606: with more, offsets can be committed past messages still in
 flight) and the worker scales by partitions. Correctness does not rest on faust's exactly-once:
@@ -24,9 +25,17 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from contracts import AlertRaised, ClinicalEvent, InvalidEvent, decode, encode, key_for
+from contracts import (
+    AlertRaised,
+    AlertWithdrawn,
+    ClinicalEvent,
+    InvalidEvent,
+    decode,
+    encode,
+    key_for,
+)
 from contracts.events import FieldError
-from contracts.topics import DEAD_LETTER, SAFETY_ALERTS, TRIAL_EVENTS
+from contracts.topics import ALERT_LIFECYCLE, DEAD_LETTER, SAFETY_ALERTS, TRIAL_EVENTS
 from services.logs import dict_config
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.engine import evaluate, evaluate_trial, tick
@@ -98,6 +107,7 @@ def build_app(settings: RulesSettings, cfg: RulesConfig, metrics: RulesMetrics) 
     )
     events = app.topic(TRIAL_EVENTS.name, **RAW)
     alerts = app.topic(SAFETY_ALERTS.name, **RAW)
+    lifecycle = app.topic(ALERT_LIFECYCLE.name, **RAW)
     dead = app.topic(DEAD_LETTER.name, **RAW)
     ticks = app.topic(
         f"{settings.rules_app_id}-ticks", partitions=settings.partitions, internal=True, **RAW
@@ -124,6 +134,12 @@ def build_app(settings: RulesSettings, cfg: RulesConfig, metrics: RulesMetrics) 
             fields = {"rule_id": alert.rule_id, "severity": alert.severity.value}
             log.info("alert raised", extra={**fields, "alert_id": str(alert.alert_id)})
 
+    async def withdraw(withdrawn: list[AlertWithdrawn]) -> None:
+        """Before the state that records them, like alerts: a repeat is the same bytes."""
+        for w in withdrawn:
+            await (await lifecycle.send(key=key_for(w), value=encode(w)))
+            metrics.withdrawn.labels(w.rule_id).inc()
+
     @app.agent(events, concurrency=1)
     async def on_event(stream: faust.StreamT[Any]) -> None:
         async for message in stream.events():
@@ -137,20 +153,21 @@ def build_app(settings: RulesSettings, cfg: RulesConfig, metrics: RulesMetrics) 
                 await dead.send(key=message.key, value=body)
                 continue
             current = participants.get(message.key)
-            state = ParticipantState.model_validate_json(current) if current else ParticipantState()
+            state = ParticipantState.from_json(current) if current else ParticipantState()
             started = time.perf_counter()
             out = evaluate(state, event, cfg)
             metrics.evaluate_seconds.observe(time.perf_counter() - started)
-            if out.state is state:
+            if out.duplicate:
                 metrics.duplicates.inc()
                 continue
             metrics.events.labels(event.event_type).inc()
             await publish(out.alerts)
+            await withdraw(out.withdrawn)
             for s in out.signals:
                 await (
                     await signals.send(key=s.trial_id.encode(), value=s.model_dump_json().encode())
                 )
-            participants[message.key] = out.state.model_dump_json().encode()
+            participants[message.key] = out.state.to_json()
 
     @app.agent(ticks, concurrency=1)
     async def on_tick(stream: faust.StreamT[Any]) -> None:
@@ -159,10 +176,14 @@ def build_app(settings: RulesSettings, cfg: RulesConfig, metrics: RulesMetrics) 
             if not current:
                 continue
             metrics.ticks.inc()
-            out = tick(ParticipantState.model_validate_json(current), _instant(raw), cfg)
+            state = ParticipantState.from_json(current)
+            first_tick = state.last_tick is None
+            out = tick(state, _instant(raw), cfg)
             if out.alerts:
                 await publish(out.alerts)
-                participants[key] = out.state.model_dump_json().encode()
+            if out.alerts or first_tick:
+                # the tick time is kept: a later dose correction re-judges overdue visits at it
+                participants[key] = out.state.to_json()
 
     @app.agent(signals, concurrency=1)
     async def on_signal(stream: faust.StreamT[Any]) -> None:
@@ -204,8 +225,8 @@ def build_app(settings: RulesSettings, cfg: RulesConfig, metrics: RulesMetrics) 
 
     return RulesApp(
         app=app,
-        topics={"events": events, "alerts": alerts, "dead_letter": dead, "ticks": ticks,
-                "signals": signals},
+        topics={"events": events, "alerts": alerts, "lifecycle": lifecycle, "dead_letter": dead,
+                "ticks": ticks, "signals": signals},
         tables={"participants": participants, "trials": trials},
         agents={"on_event": on_event, "on_tick": on_tick, "on_signal": on_signal},
     )  # fmt: skip

@@ -3,7 +3,9 @@
     .venv/bin/python -m tests.scenarios.make_scenarios
 
 Each file runs through `safety-monitor evaluate FILE --as-of AS_OF`; tests/unit/safety_rules/
-test_scenarios.py checks the alerts against expected.json.
+test_evaluate_cli.py checks the alerts against expected.json. A file's lines are in arrival order:
+the `semantics.*` files are the findings of the rules issue (late, censored, unassessed, deaths),
+where arrival order is not clinical order.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ def scenarios() -> dict[str, tuple[list[ClinicalEvent], list[list[str]]]]:
             [["sae.reported", "critical"], ["sae.reported", "critical"],
              ["trial.stopping_rule", "critical"]],
         ),
+        "dose.repeat": (
+            a_participant().enrolled().dosed(day=0).visit("M1", 30).dosed(day=32).events(),
+            [["dose.repeat", "high"]],
+        ),
         "lab.egfr_mismatch": (
             p().lab("creatinine", 1.0, day=30, visit="M1").lab("egfr", 75, day=30, visit="M1")
             .events(),
@@ -79,9 +85,85 @@ def scenarios() -> dict[str, tuple[list[ClinicalEvent], list[list[str]]]]:
     }  # fmt: skip
 
 
+def _late(events: list[ClinicalEvent], index: int) -> list[ClinicalEvent]:
+    return [e for i, e in enumerate(events) if i != index] + [events[index]]
+
+
+def semantics() -> dict[str, tuple[list[ClinicalEvent], list[list[str]]]]:
+    """The findings of the rules issue, one story each, as a safety reviewer reproduced them."""
+
+    def m(pid: str = "DN-001"):  # type: ignore[no-untyped-def]
+        return a_participant(pid).enrolled(sex="M", age=50)
+
+    sae = dict(serious=True, ctcae_grade=3)
+    fixed = m().dosed(day=0).visit("M1", 30).baseline("creatinine", 1.0, day=-5)
+    fixed.lab("creatinine", 1.9, day=30, visit="M1")
+    typo = m().dosed(day=0).visit("M1", 30).baseline("creatinine", 2.0, day=-5)
+    typo.lab("creatinine", 1.9, day=30, visit="M1")
+    return {
+        "semantics.1a-baseline-entered-late": (
+            _late(m().dosed(day=0).visit("M1", 30).baseline("creatinine", 1.0, day=-5)
+                  .lab("creatinine", 1.7, day=30, visit="M1").events(), 3),
+            [["creatinine.aki", "high"], ["egfr.decline", "critical"]],
+        ),
+        "semantics.1b-earlier-sample-entered-second": (
+            _late(m().dosed(day=0).visit("M1", 30).baseline("creatinine", 1.2, day=-5)
+                  .lab("creatinine", 1.0, day=29.5).lab("creatinine", 1.45, day=30).events(), 4),
+            [["creatinine.aki", "high"]],
+        ),
+        "semantics.1c-corrected-baseline": (
+            typo.corrected(3, value=1.0).events(),
+            [["creatinine.aki", "high"], ["egfr.decline", "critical"]],
+        ),
+        "semantics.1d-dose-recorded-after-labs": (
+            _late(m().lab("creatinine", 1.0, day=-3).dosed(day=0)
+                  .lab("creatinine", 1.9, day=30, visit="M1").visit("M1", 30).events(), 2),
+            [["creatinine.aki", "high"], ["egfr.decline", "critical"]],
+        ),
+        "semantics.1e-correction-withdraws": (
+            fixed.corrected(4, value=1.05).events(),
+            [["creatinine.aki", "high"], ["egfr.decline", "critical"],
+             ["creatinine.aki", "withdrawn"], ["egfr.decline", "withdrawn"]],
+        ),
+        "semantics.2a-egfr-below-15": (
+            m().dosed(day=0).visit("M1", 30).lab("egfr", 15, day=30, comparator="<").events(),
+            [["egfr.kidney_failure", "critical"]],
+        ),
+        "semantics.2b-uacr-above-3000": (
+            m().baseline("uacr", 180).dosed(day=0).visit("M1", 30)
+            .lab("uacr", 3000, day=30, comparator=">").events(),
+            [["uacr.rise", "medium"]],
+        ),
+        "semantics.2c-tnf-alpha-censored-baseline": (
+            m().lab("tnf_alpha", 2, day=-5, visit="baseline", comparator="<").dosed(day=0)
+            .visit("M1", 30).lab("tnf_alpha", 80, day=30).events(),
+            [["inflammation.rise", "info"]],
+        ),
+        "semantics.3-unassessed-causality-and-expectedness": (
+            m().dosed(day=0).visit("M1", 30)
+            .ae(**sae, relatedness="not_assessed", expectedness=None).events(),
+            [["sae.reported", "critical"], ["susar.clock", "critical"]],
+        ),
+        "semantics.4-sae-updated-to-fatal": (
+            m().dosed(day=0).visit("M1", 30).ae(**sae)
+            .ae(updated=True, day=9, serious=True, ctcae_grade=5, outcome="fatal").events(),
+            [["sae.reported", "critical"], ["sae.reported", "critical"]],
+        ),
+        "semantics.5a-a3-without-baseline": (
+            m().lab("uacr", 250, day=20).lab("uacr", 320, day=50).events(),
+            [["uacr.rise", "medium"]],
+        ),
+        "semantics.5b-ratio-of-exactly-1.5": (
+            m().dosed(day=0).visit("M1", 30).baseline("creatinine", 1.10)
+            .lab("creatinine", 1.65, day=30).events(),
+            [["creatinine.aki", "high"], ["egfr.decline", "high"]],
+        ),
+    }  # fmt: skip
+
+
 def main() -> None:
     expected = {}
-    for rule, (events, alerts) in scenarios().items():
+    for rule, (events, alerts) in {**scenarios(), **semantics()}.items():
         (HERE / f"{rule}.jsonl").write_text("".join(encode(e).decode() + "\n" for e in events))
         expected[f"{rule}.jsonl"] = {"as_of": AS_OF.isoformat(), "alerts": alerts}
     (HERE / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")

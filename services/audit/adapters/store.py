@@ -81,6 +81,11 @@ async def _merge(conn: AsyncConnection, c: Change) -> None:
     if existing is None:
         await conn.execute(insert(table).values(_utc({**(c.defaults or {}), **c.key, **c.values})))
         return
+    if c.how == "earliest" and c.earliest and existing[c.earliest] is not None:
+        known = existing[c.earliest]
+        known = known.replace(tzinfo=UTC) if known.tzinfo is None else known
+        if c.values[c.earliest] >= known:
+            return
     values = dict(c.values)
     if "status" in values and existing.get("status"):
         values["status"] = alert_status(existing["status"], values["status"])

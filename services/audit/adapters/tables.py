@@ -84,7 +84,9 @@ rm_participants = Table(
     Column("birth_date", String(10), nullable=True),
     Column("age_years", Integer, nullable=True),
     Column("enrolled_at", DateTime(timezone=True), nullable=True),
-    Column("dose_at", DateTime(timezone=True), nullable=True),
+    # the enrolment's date at the site (clinical.age counts whole years in the site's calendar)
+    Column("enrolled_on", String(10), nullable=True),
+    Column("dose_at", DateTime(timezone=True), nullable=True),  # the first dose
     Column("cells_per_kg", Float, nullable=True),
     Column("weight_kg", Float, nullable=True),
 )
@@ -100,6 +102,7 @@ rm_labs = Table(
     Column("visit", String(20), nullable=True),
     Column("loinc", String(10), nullable=True),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("sample_date", String(10), nullable=True),  # the sample's date at the site
     Column("superseded_by", String(36), nullable=True),
 )
 rm_visits = Table(

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import singledispatch
 from typing import Any, Literal
 
+from clinical.age import clinical_date
+from clinical.terms import is_related
 from contracts import (
     AeReported,
     AeUpdated,
@@ -20,6 +22,7 @@ from contracts import (
     AlertEscalated,
     AlertRaised,
     AlertResolved,
+    AlertWithdrawn,
     AnyEvent,
     DoseAdministered,
     LabResulted,
@@ -34,9 +37,11 @@ class Change:
     key: dict[str, Any]
     values: dict[str, Any]
     # upsert: insert or overwrite; merge: insert with defaults or update only these columns;
-    # increment: add 1 to the named counter columns (values) of an existing row
-    how: Literal["upsert", "merge", "increment"] = "upsert"
+    # increment: add 1 to the named counter columns (values) of an existing row;
+    # earliest: like merge, but only when the row has no `earliest` column value yet or a later one
+    how: Literal["upsert", "merge", "increment", "earliest"] = "upsert"
     defaults: dict[str, Any] | None = None
+    earliest: str | None = None
 
 
 @singledispatch
@@ -58,6 +63,7 @@ def _(e: ParticipantEnrolled) -> list[Change]:
                 "birth_date": e.birth_date.isoformat() if e.birth_date else None,
                 "age_years": e.age_years,
                 "enrolled_at": e.enrolled_at,
+                "enrolled_on": clinical_date(e.enrolled_at).isoformat(),
             },
             how="merge",
             defaults={"dose_at": None, "cells_per_kg": None, "weight_kg": e.weight_kg},
@@ -72,7 +78,9 @@ def _(e: DoseAdministered) -> list[Change]:
             "rm_participants",
             {"participant_id": e.participant_id},
             {"dose_at": e.occurred_at, "cells_per_kg": e.cells_per_kg, "weight_kg": e.weight_kg},
-            how="merge",
+            # the protocol's one injection: a second dose never moves the anchor (dose.repeat)
+            how="earliest",
+            earliest="dose_at",
             defaults={
                 "trial_id": e.trial_id,
                 "site_id": None,
@@ -80,6 +88,7 @@ def _(e: DoseAdministered) -> list[Change]:
                 "birth_date": None,
                 "age_years": None,
                 "enrolled_at": None,
+                "enrolled_on": None,
             },
         )
     ]
@@ -111,6 +120,7 @@ def _(e: LabResulted) -> list[Change]:
                 "visit": e.visit.value if e.visit else None,
                 "loinc": e.loinc,
                 "occurred_at": e.occurred_at,
+                "sample_date": clinical_date(e.occurred_at).isoformat(),
             },
             how="merge",
             defaults={"superseded_by": None},
@@ -141,6 +151,7 @@ def _placeholder_lab(e: LabResulted) -> dict[str, Any]:
         "visit": None,
         "loinc": None,
         "occurred_at": e.occurred_at,
+        "sample_date": clinical_date(e.occurred_at).isoformat(),
     }
 
 
@@ -154,7 +165,7 @@ def _ae(e: AeReported | AeUpdated) -> list[Change]:
         "serious": e.serious,
         "criteria": json.dumps([c.value for c in e.seriousness_criteria]),
         "relatedness": e.relatedness.value,
-        "related": e.is_related,
+        "related": is_related(e.relatedness),
         "expectedness": e.expectedness.value if e.expectedness else None,
         "locality": e.local_or_systemic.value if e.local_or_systemic else None,
         "outcome": e.outcome.value,
@@ -191,6 +202,8 @@ _RANK = {
     "escalated": 3,
     "acknowledged": 4,
     "resolved": 5,
+    # a correction removed the alert's evidence: the alert stays in the register, marked so
+    "withdrawn": 6,
 }
 
 
@@ -260,3 +273,8 @@ def _(e: AlertAcknowledged) -> list[Change]:
 @changes.register
 def _(e: AlertResolved) -> list[Change]:
     return _lifecycle(e, "resolved", {"resolved_at": e.occurred_at})
+
+
+@changes.register
+def _(e: AlertWithdrawn) -> list[Change]:
+    return _lifecycle(e, "withdrawn", {})

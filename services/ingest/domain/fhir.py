@@ -316,6 +316,18 @@ def _grade(r: dict[str, Any], notes: list[str]) -> int:
     raise RowError("severity", "no CTCAE grade extension and no mild/moderate/severe severity")
 
 
+def _awareness(detected: Any, zone: tzinfo, notes: list[str]) -> str | None:
+    """R4 `detected`, "when the adverse event was first detected": the site's awareness, from
+    which the regulatory clocks count. A partial date cannot start a clock; recorded_at does."""
+    if not detected:
+        return None
+    try:
+        return _instant(str(detected), "detected", zone).isoformat()
+    except RowError:
+        notes.append("detected is not a complete dateTime: clocks count from recordedDate")
+        return None
+
+
 def adverse_event(b: _Bundle, r: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
     if r.get("actuality") == "potential":
         raise RowError("actuality", "potential: a near miss, not an adverse event")
@@ -344,11 +356,18 @@ def adverse_event(b: _Bundle, r: dict[str, Any], notes: list[str]) -> list[dict[
         for s in r.get("suspectEntity") or []
         for c in s.get("causality") or []
     ]
-    if not assessments:
-        raise RowError("suspectEntity.causality", "is missing: relatedness must be assessed")
-    relatedness = CAUSALITY.get(assessments[0])
-    if relatedness is None:
-        raise RowError("suspectEntity.causality.assessment", f"{assessments[0]!r} is not mapped")
+    if not assessments or not assessments[0]:
+        # accepted, never rejected: an unassessed causality counts as related until assessed
+        relatedness = "not_assessed"
+        notes.append("no suspectEntity.causality assessment: relatedness not_assessed")
+    else:
+        mapped = CAUSALITY.get(assessments[0])
+        if mapped is None:
+            raise RowError(
+                "suspectEntity.causality.assessment", f"{assessments[0]!r} is not mapped"
+            )
+        relatedness = mapped
+    aware_at = _awareness(r.get("detected"), b.ctx.zone, notes)
     grade = _grade(r, notes)
     if outcome == "fatal":
         grade, criteria = 5, sorted({*criteria, "death"})
@@ -370,6 +389,7 @@ def adverse_event(b: _Bundle, r: dict[str, Any], notes: list[str]) -> list[dict[
             "seriousness_criteria": sorted(set(criteria)),
             "relatedness": relatedness,
             "outcome": outcome,
+            **({"aware_at": aware_at} if aware_at else {}),
         }
     ]
 

@@ -186,9 +186,14 @@ def ae(row: Row, zone: tzinfo, notes: list[str]) -> dict[str, Any]:
     if outcome == "fatal" and grade != 5:
         grade = 5
         notes.append("AEOUT=FATAL: CTCAE grade 5")
-    relatedness = RELATEDNESS.get(_get(row, "AEREL").upper())
-    if relatedness is None:
-        raise RowError("AEREL", f"{_get(row, 'AEREL')!r} is not a known causality term")
+    if not _get(row, "AEREL"):
+        # accepted, never rejected: an unassessed causality counts as related until assessed
+        relatedness = "not_assessed"
+        notes.append("AEREL blank: relatedness not_assessed")
+    else:
+        relatedness = RELATEDNESS.get(_get(row, "AEREL").upper()) or ""
+        if not relatedness:
+            raise RowError("AEREL", f"{_get(row, 'AEREL')!r} is not a known causality term")
     term = _get(row, "AETERM") or _get(row, "AEDECOD")
     if not term:
         raise RowError("AETERM", "is blank")

@@ -71,6 +71,10 @@ class DoseDeviation(_Thresholds):
     tolerance: float = Field(0.10, gt=0, lt=1)
 
 
+class DoseRepeat(_Thresholds):
+    """No threshold: the protocol gives one injection, so any second dose is raised."""
+
+
 class VisitOverdue(_Thresholds):
     # visit -> (target day after the dose, +/- days)
     windows: dict[str, tuple[int, int]] = {
@@ -105,6 +109,7 @@ class RulesConfig(BaseModel):
     uacr_rise: UacrRise = UacrRise()
     inflammation_rise: InflammationRise = InflammationRise()
     dose_deviation: DoseDeviation = DoseDeviation()
+    dose_repeat: DoseRepeat = DoseRepeat()
     visit_overdue: VisitOverdue = VisitOverdue()
     trial_stopping_rule: TrialStoppingRule = TrialStoppingRule()
     lab_egfr_mismatch: LabEgfrMismatch = LabEgfrMismatch()

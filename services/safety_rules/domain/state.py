@@ -1,236 +1,333 @@
-"""Participant and trial state, each a fold over events: `apply(state, event) -> state`.
+"""A participant's state: a fold over their events, kept in clinical order whatever the arrival.
 
-The states are plain pydantic models so the stream worker can keep them in faust tables as JSON;
-the engine never mutates a state it was given (it folds into a deep copy).
+`fold(state, event)` places the event at its `occurred_at` and returns what it made dirty: the
+results whose rules must be checked again because their answer may have changed (the result
+itself; the later ones whose baseline, 48-hour or 7-day window, previous value or fitted slope
+it enters). A correction first takes out what it corrects, so every rule reads the corrected
+value, baseline included. The state is folded in place: the engine owns it, and the stream worker
+and `evaluate` each keep one per participant.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Callable
+import json
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import singledispatch
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
-
+from clinical.age import age_on, clinical_date
+from clinical.bounds import Bound
+from clinical.egfr import SAME_SAMPLE, egfr_bound, reported_egfr_stands
 from contracts import (
     AeReported,
     AeUpdated,
-    Analyte,
     ClinicalEvent,
     DoseAdministered,
     LabResulted,
     ParticipantEnrolled,
-    SeriousnessCriterion,
     Sex,
-    Visit,
     VisitCompleted,
 )
-from services.safety_rules.domain.egfr import ckd_epi_2021, whole_years
+from services.safety_rules.domain.series import Point, Series
+
+# Measures with rules. `egfr` is the eGFR time line (CKD-EPI from each creatinine, and each
+# reported eGFR with no creatinine in the day before it); `reported_egfr` holds every reported
+# eGFR as sent, which the mismatch rule compares with the creatinine of the same sample.
+MEASURES = ("creatinine", "egfr", "reported_egfr", "uacr", "tnf_alpha", "il_10")
 
 
-class LabPoint(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, slots=True)
+class Dose:
     event_id: str
-    analyte: Analyte
-    value: float
-    censored: bool  # a value with a comparator ("<0.2"): kept, never read by a numeric rule
-    occurred_at: datetime
-    visit: Visit | None
+    at: datetime
+    cells_per_kg: float
 
 
-class AeRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass
+class Dirty:
+    """What an event made worth checking again."""
 
-    event_id: str
-    ae_id: str
-    term: str
-    grade: int
-    serious: bool
-    criteria: list[SeriousnessCriterion]
-    related: bool
-    unexpected: bool
-    fatal: bool
+    points: dict[str, dict[str, Point]] = field(default_factory=dict)
+    ae: AeReported | AeUpdated | None = None
+    doses: bool = False
+
+    def add(self, measure: str, *points: Point) -> None:
+        bucket = self.points.setdefault(measure, {})
+        for p in points:
+            bucket[p.event_id] = p
+
+    def drop(self, measure: str, event_id: str) -> None:
+        self.points.get(measure, {}).pop(event_id, None)
 
 
-_T = TypeVar("_T")
+class ParticipantState:
+    """Everything the rules read about one participant, and what they already raised."""
 
-
-class ParticipantState(BaseModel):
-    participant_id: str | None = None
-    trial_id: str | None = None
-    sex: Sex | None = None
-    birth_date: date | None = None
-    age_at_enrolment: int | None = None
-    enrolled_at: datetime | None = None
-    dose_at: datetime | None = None
-    dose_event_id: str | None = None
-    labs: list[LabPoint] = Field(default_factory=list)
-    aes: dict[str, AeRecord] = Field(default_factory=dict)
-    visits_done: list[Visit] = Field(default_factory=list)
-    seen: set[str] = Field(default_factory=set)
-    raised: set[str] = Field(default_factory=set)
-    # Derived series, computed once per state: several rules read them for the same event.
-    _memo: dict[Any, Any] = PrivateAttr(default_factory=dict)
-
-    def _cached(self, key: Any, compute: Callable[[], _T]) -> _T:
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]  # type: ignore[no-any-return]
-
-    def evolve(self) -> ParticipantState:
-        """A copy to fold the next event into: containers copied, the frozen records inside
-        them shared (a deep copy per event would make a long history quadratic)."""
-        new = self.model_copy()
-        new.labs = list(self.labs)
-        new.aes = dict(self.aes)
-        new.visits_done = list(self.visits_done)
-        new.seen = set(self.seen)
-        new.raised = set(self.raised)
-        new._memo = {}
-        return new
+    def __init__(self) -> None:
+        self.participant_id: str | None = None
+        self.trial_id: str | None = None
+        self.enrolment_id: str | None = None
+        self.sex: Sex | None = None
+        self.birth_date: date | None = None
+        self.age_at_enrolment: int | None = None
+        self.enrolled_on: date | None = None
+        self.doses: list[Dose] = []
+        self.series: dict[str, Series] = {m: Series() for m in MEASURES}
+        self.visits_done: dict[str, str] = {}  # event_id -> visit
+        self.aes: dict[str, dict[str, Any]] = {}  # ae_id -> the latest version's facts
+        self.seen: set[str] = set()
+        self.superseded: set[str] = set()
+        self.raised: dict[str, str] = {}  # alert_id -> rule_id
+        self.cited: dict[str, list[str]] = {}  # event_id -> alert_ids whose evidence cites it
+        self.withdrawn: set[str] = set()
+        self.last_tick: datetime | None = None
 
     # -- derived -------------------------------------------------------------------------------
-    def age_on(self, day: date) -> int | None:
-        """Whole years at `day`: from the birth date, else from the age at enrolment."""
-        if self.birth_date is not None:
-            return whole_years(self.birth_date, day)
-        if self.age_at_enrolment is None or self.enrolled_at is None:
-            return None
-        return self.age_at_enrolment + max(0, whole_years(self.enrolled_at.date(), day))
+    @property
+    def first_dose(self) -> Dose | None:
+        return self.doses[0] if self.doses else None
 
-    def numeric(self, analyte: Analyte) -> list[LabPoint]:
-        """Numeric results of an analyte, in clinical time order."""
+    @property
+    def first_dose_at(self) -> datetime | None:
+        return self.doses[0].at if self.doses else None
 
-        def compute() -> list[LabPoint]:
-            points = [p for p in self.labs if p.analyte is analyte and not p.censored]
-            return sorted(points, key=lambda p: (p.occurred_at, p.event_id))
+    def age_at(self, at: datetime) -> int | None:
+        return age_on(
+            clinical_date(at),
+            birth_date=self.birth_date,
+            age_at_enrolment=self.age_at_enrolment,
+            enrolled_on=self.enrolled_on,
+        )
 
-        return self._cached(("numeric", analyte), compute)
-
-    def baseline(self, analyte: Analyte) -> LabPoint | None:
-        """The baseline-visit result, else the last result before the dose."""
-        points = self.numeric(analyte)
-        at_baseline = [p for p in points if p.visit is Visit.BASELINE]
-        if at_baseline:
-            return at_baseline[-1]
-        if self.dose_at is None:
-            return None
-        before = [p for p in points if p.occurred_at < self.dose_at]
-        return before[-1] if before else None
-
-    def computed_egfr(self, creatinine: LabPoint) -> float | None:
-        age = self.age_on(creatinine.occurred_at.date())
+    def egfr_point(self, creatinine: Point) -> Point | None:
+        """The eGFR a creatinine result gives (CKD-EPI 2021), once sex and age are known."""
+        age = self.age_at(creatinine.at)
         if self.sex is None or age is None:
             return None
-        return ckd_epi_2021(creatinine.value, age, self.sex)
+        bound = egfr_bound(creatinine.bound, age, self.sex)
+        return Point(creatinine.event_id, creatinine.at, bound, creatinine.visit, creatinine.bound)
 
-    def egfr_series(self) -> list[tuple[LabPoint, float]]:
-        """eGFR over time: CKD-EPI 2021 from creatinine where it exists, else the reported value
-        (a reported eGFR is used only when no creatinine was taken within a day of it)."""
-        return self._cached("egfr_series", self._egfr_series)
+    def visits(self) -> set[str]:
+        return set(self.visits_done.values())
 
-    def _egfr_series(self) -> list[tuple[LabPoint, float]]:
-        series: list[tuple[LabPoint, float]] = []
-        for c in self.numeric(Analyte.CREATININE):
-            computed = self.computed_egfr(c)
-            if computed is not None:
-                series.append((c, computed))
-        times = [c.occurred_at for c, _ in series]  # sorted: numeric() is in time order
-        for e in self.numeric(Analyte.EGFR):
-            i = bisect_left(times, e.occurred_at - timedelta(days=1))
-            if i == len(times) or times[i] > e.occurred_at + timedelta(days=1):
-                series.append((e, e.value))
-        return sorted(series, key=lambda s: (s[0].occurred_at, s[0].event_id))
+    def could_be_baseline(self, p: Point) -> bool:
+        first = self.first_dose_at
+        return p.visit == "baseline" or first is None or p.at < first
 
-    def egfr_of(self, event_id: str) -> tuple[LabPoint, float] | None:
-        """The eGFR series entry of a lab event, if it gave one."""
-        index = self._cached("egfr_index", lambda: {s[0].event_id: s for s in self.egfr_series()})
-        return index.get(event_id)
+    # -- bookkeeping of alerts -----------------------------------------------------------------
+    def record(self, alert_id: str, rule_id: str, evidence: list[str]) -> None:
+        self.raised[alert_id] = rule_id
+        for e in evidence:
+            self.cited.setdefault(e, []).append(alert_id)
 
-    def baseline_egfr(self) -> tuple[LabPoint, float] | None:
-        series = self.egfr_series()
-        at_baseline = [s for s in series if s[0].visit is Visit.BASELINE]
-        if at_baseline:
-            return at_baseline[-1]
-        if self.dose_at is None:
-            return None
-        before = [s for s in series if s[0].occurred_at < self.dose_at]
-        return before[-1] if before else None
+    # -- serialisation (the worker keeps the state in a table) ---------------------------------
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "participant_id": self.participant_id,
+                "trial_id": self.trial_id,
+                "enrolment_id": self.enrolment_id,
+                "sex": self.sex.value if self.sex else None,
+                "birth_date": self.birth_date.isoformat() if self.birth_date else None,
+                "age_at_enrolment": self.age_at_enrolment,
+                "enrolled_on": self.enrolled_on.isoformat() if self.enrolled_on else None,
+                "doses": [[d.event_id, d.at.isoformat(), d.cells_per_kg] for d in self.doses],
+                "series": {m: [p.to_json() for p in s.points] for m, s in self.series.items()},
+                "visits_done": self.visits_done,
+                "aes": self.aes,
+                "seen": sorted(self.seen),
+                "superseded": sorted(self.superseded),
+                "raised": self.raised,
+                "cited": self.cited,
+                "withdrawn": sorted(self.withdrawn),
+                "last_tick": self.last_tick.isoformat() if self.last_tick else None,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ParticipantState:
+        d = json.loads(raw)
+        s = cls()
+        s.participant_id, s.trial_id = d["participant_id"], d["trial_id"]
+        s.enrolment_id = d["enrolment_id"]
+        s.sex = Sex(d["sex"]) if d["sex"] else None
+        s.birth_date = date.fromisoformat(d["birth_date"]) if d["birth_date"] else None
+        s.age_at_enrolment = d["age_at_enrolment"]
+        s.enrolled_on = date.fromisoformat(d["enrolled_on"]) if d["enrolled_on"] else None
+        s.doses = [Dose(e, datetime.fromisoformat(at), c) for e, at, c in d["doses"]]
+        s.series = {m: Series([Point.from_json(r) for r in d["series"][m]]) for m in MEASURES}
+        s.visits_done, s.aes = d["visits_done"], d["aes"]
+        s.seen, s.superseded = set(d["seen"]), set(d["superseded"])
+        s.raised, s.cited, s.withdrawn = d["raised"], d["cited"], set(d["withdrawn"])
+        s.last_tick = datetime.fromisoformat(d["last_tick"]) if d["last_tick"] else None
+        return s
+
+
+# -- placing results on their time lines -------------------------------------------------------
+_WINDOWS = {"creatinine": timedelta(days=7)}  # the AKI reference window reads back this far
+
+
+def _placed(state: ParticipantState, measure: str, p: Point, dirty: Dirty) -> None:
+    """Mark what a result entering or leaving `measure` at p.at may change."""
+    series = state.series[measure]
+    if measure == "egfr" or state.could_be_baseline(p):
+        # a baseline for everything after it; on the eGFR line, every later fitted slope
+        dirty.add(measure, *series.after(p.key))
+    elif measure in _WINDOWS:
+        dirty.add(measure, *series.between(p.at, p.at + _WINDOWS[measure]))
+    elif measure == "uacr":
+        nxt = series.next_after(p.key)
+        if nxt is not None:
+            dirty.add(measure, nxt)  # the move into A3 reads the previous value
+
+
+def _insert(state: ParticipantState, measure: str, p: Point, dirty: Dirty) -> None:
+    state.series[measure].insert(p)
+    dirty.add(measure, p)
+    _placed(state, measure, p, dirty)
+
+
+def _remove(state: ParticipantState, measure: str, event_id: str, dirty: Dirty) -> None:
+    p = state.series[measure].remove(event_id)
+    if p is not None:
+        dirty.drop(measure, event_id)
+        _placed(state, measure, p, dirty)
+
+
+def _sync_reported_egfr(state: ParticipantState, around: datetime, dirty: Dirty) -> None:
+    """A reported eGFR stands on the eGFR line unless a creatinine was taken in the day before
+    it (the same sample, computed instead); re-decide those a change at `around` can touch, and
+    mark the mismatch checks of the same samples."""
+    reported, creat = state.series["reported_egfr"], state.series["creatinine"]
+    egfr = state.series["egfr"]
+    for r in reported.between(around - SAME_SAMPLE, around + SAME_SAMPLE):
+        dirty.add("reported_egfr", r)
+        latest = creat.latest_at_or_before(r.at)
+        shadowed = not reported_egfr_stands(r.at, latest.at if latest else None)
+        if shadowed and r.event_id in egfr.by_id:
+            _remove(state, "egfr", r.event_id, dirty)
+        elif not shadowed and r.event_id not in egfr.by_id:
+            _insert(state, "egfr", r, dirty)
+
+
+def _rebuild_egfr(state: ParticipantState, dirty: Dirty) -> None:
+    """Sex or age changed: every computed eGFR is computed again."""
+    creat = state.series["creatinine"]
+    for p in list(state.series["egfr"].points):
+        if p.event_id in creat.by_id:
+            state.series["egfr"].remove(p.event_id)
+    for c in creat.points:
+        e = state.egfr_point(c)
+        if e is not None:
+            state.series["egfr"].insert(e)
+    dirty.add("egfr", *state.series["egfr"].points)
+    dirty.add("reported_egfr", *state.series["reported_egfr"].points)
+
+
+def _remove_fact(state: ParticipantState, event_id: str, dirty: Dirty) -> None:
+    """Take out what a correction replaces, wherever it sits."""
+    for analyte in ("creatinine", "reported_egfr", "uacr", "tnf_alpha", "il_10"):
+        p = state.series[analyte].by_id.get(event_id)
+        if p is None:
+            continue
+        _remove(state, analyte, event_id, dirty)
+        if analyte in ("creatinine", "reported_egfr"):
+            _remove(state, "egfr", event_id, dirty)
+            _sync_reported_egfr(state, p.at, dirty)
+        return
+    before = state.first_dose_at
+    if any(d.event_id == event_id for d in state.doses):
+        state.doses = [d for d in state.doses if d.event_id != event_id]
+        _dose_moved(state, before, dirty)
+        return
+    state.visits_done.pop(event_id, None)
+
+
+def _dose_moved(state: ParticipantState, before: datetime | None, dirty: Dirty) -> None:
+    """The first dose decides every 'last result before the dose' baseline: when it moves,
+    everything after the earlier of the two times is judged again."""
+    dirty.doses = True
+    after = state.first_dose_at
+    if before == after:
+        return
+    since = min(t for t in (before, after) if t is not None)
+    for measure, series in state.series.items():
+        dirty.add(measure, *[p for p in series.points if p.at > since])
 
 
 # -- the fold ----------------------------------------------------------------------------------
 @singledispatch
-def _apply(event: ClinicalEvent, state: ParticipantState) -> None:
-    """Events with no effect on rule state (none today) fall through here."""
+def _fold(event: ClinicalEvent, state: ParticipantState, dirty: Dirty) -> None:
+    """Events with no effect on rule state fall through here."""
 
 
-@_apply.register
-def _(event: ParticipantEnrolled, state: ParticipantState) -> None:
+@_fold.register
+def _(event: ParticipantEnrolled, state: ParticipantState, dirty: Dirty) -> None:
+    state.enrolment_id = str(event.event_id)
     state.sex = event.sex
     state.birth_date = event.birth_date
     state.age_at_enrolment = event.age_years
-    state.enrolled_at = event.enrolled_at
+    state.enrolled_on = clinical_date(event.enrolled_at)
+    _rebuild_egfr(state, dirty)
 
 
-@_apply.register
-def _(event: DoseAdministered, state: ParticipantState) -> None:
-    state.dose_at = event.occurred_at
-    state.dose_event_id = str(event.event_id)
+@_fold.register
+def _(event: DoseAdministered, state: ParticipantState, dirty: Dirty) -> None:
+    before = state.first_dose_at
+    dose = Dose(str(event.event_id), event.occurred_at, event.cells_per_kg)
+    state.doses = sorted([*state.doses, dose], key=lambda d: (d.at, d.event_id))
+    _dose_moved(state, before, dirty)
 
 
-@_apply.register
-def _(event: VisitCompleted, state: ParticipantState) -> None:
-    if event.visit not in state.visits_done:
-        state.visits_done.append(event.visit)
+@_fold.register
+def _(event: VisitCompleted, state: ParticipantState, dirty: Dirty) -> None:
+    state.visits_done[str(event.event_id)] = event.visit.value
 
 
-@_apply.register
-def _(event: LabResulted, state: ParticipantState) -> None:
-    state.labs.append(
-        LabPoint(
-            event_id=str(event.event_id),
-            analyte=event.analyte,
-            value=event.value,
-            censored=not event.is_numeric,
-            occurred_at=event.occurred_at,
-            visit=event.visit,
-        )
+@_fold.register
+def _(event: LabResulted, state: ParticipantState, dirty: Dirty) -> None:
+    comparator = event.comparator.value if event.comparator else None
+    p = Point(
+        str(event.event_id),
+        event.occurred_at,
+        Bound.of(event.value, comparator),
+        event.visit.value if event.visit else None,
     )
+    analyte = event.analyte.value
+    if analyte == "egfr":
+        _insert(state, "reported_egfr", p, dirty)
+        _sync_reported_egfr(state, p.at, dirty)
+        return
+    _insert(state, analyte, p, dirty)
+    if analyte == "creatinine":
+        e = state.egfr_point(p)
+        if e is not None:
+            _insert(state, "egfr", e, dirty)
+        _sync_reported_egfr(state, p.at, dirty)
 
 
-def _apply_ae(event: AeReported | AeUpdated, state: ParticipantState) -> None:
-    state.aes[event.ae_id] = AeRecord(
-        event_id=str(event.event_id),
-        ae_id=event.ae_id,
-        term=event.term,
-        grade=event.ctcae_grade,
-        serious=event.serious,
-        criteria=list(event.seriousness_criteria),
-        related=event.is_related,
-        unexpected=event.expectedness is not None and event.expectedness.value == "unexpected",
-        fatal=event.outcome.value == "fatal"
-        or SeriousnessCriterion.DEATH in event.seriousness_criteria,
-    )
+def _fold_ae(event: AeReported | AeUpdated, state: ParticipantState, dirty: Dirty) -> None:
+    state.aes[event.ae_id] = {"event_id": str(event.event_id), "term": event.term}
+    dirty.ae = event
 
 
-_apply.register(AeReported, _apply_ae)
-_apply.register(AeUpdated, _apply_ae)
+_fold.register(AeReported, _fold_ae)
+_fold.register(AeUpdated, _fold_ae)
 
 
-def apply(state: ParticipantState, event: ClinicalEvent) -> ParticipantState:
-    """The state after `event`, as a new object. A correction (`supersedes`) first removes what
-    it corrects, so the corrected value is the one every rule reads."""
-    new = state.evolve()
-    new.participant_id = event.participant_id
-    new.trial_id = event.trial_id
-    new.seen.add(str(event.event_id))
+def fold(state: ParticipantState, event: ClinicalEvent) -> Dirty:
+    """Fold `event` into `state` (in place) and return what it made dirty. A correction first
+    removes what it corrects; an event already corrected away is ignored."""
+    dirty = Dirty()
+    state.participant_id = event.participant_id
+    state.trial_id = event.trial_id
+    state.seen.add(str(event.event_id))
+    if str(event.event_id) in state.superseded:
+        return dirty
     if event.supersedes is not None:
-        gone = str(event.supersedes)
-        new.labs = [p for p in new.labs if p.event_id != gone]
-        if new.dose_event_id == gone:
-            new.dose_at = new.dose_event_id = None
-    _apply(event, new)
-    return new
+        state.superseded.add(str(event.supersedes))
+        _remove_fact(state, str(event.supersedes), dirty)
+    _fold(event, state, dirty)
+    return dirty

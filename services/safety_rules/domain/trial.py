@@ -29,6 +29,8 @@ class TrialSignal(BaseModel):
     serious: bool
     related: bool
     fatal: bool
+    # causality as reported; not_assessed counts as related until assessed (clinical.terms)
+    relatedness: str = ""
     occurred_at: datetime
     recorded_at: datetime
 
@@ -55,11 +57,20 @@ class TrialStoppingRule:
                     self.rule_id,
                     self.version,
                     Severity.CRITICAL,
-                    "Stopping rule: a related death; DSMB review required",
+                    "Stopping rule: a related death; DSMB review required"
+                    + (
+                        " (causality not yet assessed: counted as related)"
+                        if signal.relatedness == "not_assessed"
+                        else ""
+                    ),
                     trigger=f"death|{signal.participant_id}|{signal.ae_id}",
                     evidence=(signal.event_id,),
                     thresholds=t.used(),
-                    facts={"participant_id": signal.participant_id, "ae_id": signal.ae_id},
+                    facts={
+                        "participant_id": signal.participant_id,
+                        "ae_id": signal.ae_id,
+                        "relatedness": signal.relatedness or None,
+                    },
                 )
             )
         count = len(trial.severe_related_saes)

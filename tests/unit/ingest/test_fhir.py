@@ -118,7 +118,13 @@ def test_the_hl7_examples_map_or_say_why(shared_data: Path) -> None:
     ae = map_resource(
         json.loads((fhir / "hl7-r4-examples_AdverseEvent-example.json").read_text()), CTX
     )
-    assert [r.field for r in ae.rejections] == ["suspectEntity.causality"]
+    # no causality assessed: accepted and marked not_assessed, never rejected (DESIGN)
+    assert ae.rejections == []
+    ((_, rash),) = ae.events
+    assert (rash["relatedness"], rash["serious"]) == ("not_assessed", False)
+    assert "no suspectEntity.causality assessment: relatedness not_assessed" in {
+        n.note for n in ae.notes
+    }
     creat = map_resource(
         json.loads((fhir / "hl7-r4-examples_Observation-f204-creatinine.json").read_text()), CTX
     )

@@ -118,8 +118,15 @@ def test_ae_maps_grades_seriousness_partial_dates_and_causality() -> None:
 
 def test_ae_rejections_name_their_reason() -> None:
     r = rejected(mapped("ae.csv"))
-    assert r["row 5"] == "AEREL: '' is not a known causality term"
+    assert list(r) == ["row 6"]
     assert "neither AEDTC nor AESTDTC is a complete date" in r["row 6"]
+
+
+def test_a_blank_causality_is_accepted_as_not_assessed_never_rejected() -> None:
+    m = mapped("ae.csv")
+    assert events(m)["row 5"]["relatedness"] == "not_assessed"
+    assert ("row 5", "AEREL blank: relatedness not_assessed") in {(n.row, n.note) for n in m.notes}
+    parse_event({**events(m)["row 5"], **SERVER})
 
 
 def test_ex_gives_the_dose_in_cells_from_cells_per_kg_and_the_weight() -> None:

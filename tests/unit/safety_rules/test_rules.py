@@ -151,13 +151,3 @@ def test_creatinine_sent_in_umol_per_l_is_judged_in_mg_per_dl() -> None:
     )
     (alert,) = [a for a in alerts_of(events) if a.rule_id == "creatinine.aki"]
     assert (alert.facts["stage"], alert.facts["creatinine_mg_dl"]) == (2, 2.0)
-
-
-def test_a_censored_creatinine_is_never_read_by_a_numeric_rule() -> None:
-    events = (
-        patient()
-        .baseline("creatinine", 1.0)  # type: ignore[attr-defined]
-        .lab("creatinine", 5.0, day=30, comparator=">")
-        .events()
-    )
-    assert rules_raised(events) == []

@@ -1,28 +1,31 @@
 """Kidney function rules: creatinine.aki (KDIGO), egfr.decline, egfr.kidney_failure,
-egfr.rapid_slope, lab.egfr_mismatch. All read numeric results only (never a censored one)."""
+egfr.rapid_slope, lab.egfr_mismatch. Each judges one result at its place in clinical time,
+against what was known before it; censored results count where their bound proves the case."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import ClassVar
 
-from contracts import Analyte, ClinicalEvent, LabResulted, Severity
-from services.safety_rules.domain.config import EgfrRapidSlope as EgfrRapidSlopeConfig
+from clinical.bounds import difference, ratio
+from clinical.compare import above
+from clinical.kdigo import AkiThresholds, aki_stage
+from contracts import Severity
 from services.safety_rules.domain.config import RulesConfig
-from services.safety_rules.domain.rules.base import Draft
-from services.safety_rules.domain.state import LabPoint, ParticipantState
+from services.safety_rules.domain.rules.base import Draft, day, shown
+from services.safety_rules.domain.series import Fit, Point
+from services.safety_rules.domain.state import ParticipantState
 
 
-def _numeric_lab(event: ClinicalEvent, *analytes: Analyte) -> LabResulted | None:
-    if isinstance(event, LabResulted) and event.analyte in analytes and event.is_numeric:
-        return event
-    return None
+def _computed(p: ParticipantState, point: Point) -> tuple[str, ...]:
+    """A computed eGFR stands also on the enrolment that gave its sex and age."""
+    return (p.enrolment_id,) if point.creatinine is not None and p.enrolment_id else ()
 
 
-def _point(p: ParticipantState, event: LabResulted) -> LabPoint:
-    """The state's record of this lab (the newest, unless it was a late duplicate)."""
-    event_id = str(event.event_id)
-    return next(x for x in reversed(p.labs) if x.event_id == event_id)
+def _egfr_source(point: Point) -> str:
+    if point.creatinine is None:
+        return "reported"
+    return f"CKD-EPI 2021 from creatinine {point.creatinine.text()} mg/dL"
 
 
 class CreatinineAki:
@@ -35,174 +38,170 @@ class CreatinineAki:
     """
 
     rule_id: ClassVar[str] = "creatinine.aki"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    measure: ClassVar[str] = "creatinine"
 
-    def check(self, p: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) -> list[Draft]:
-        lab, t = _numeric_lab(event, Analyte.CREATININE), cfg.creatinine_aki
-        if lab is None:
+    def check(self, p: ParticipantState, now: Point, cfg: RulesConfig) -> list[Draft]:
+        t = cfg.creatinine_aki
+        series = p.series["creatinine"]
+        in_48h = series.before_within(now, timedelta(hours=t.absolute_window_hours))
+        in_7d = series.before_within(now, timedelta(days=t.ratio_window_days))
+        base = series.baseline(now, p.first_dose_at)
+        references = in_7d + ([base] if base is not None and base not in in_7d else [])
+        low_48h = min(in_48h, key=lambda x: x.bound.hi, default=None)
+        reference = min(references, key=lambda x: x.bound.hi, default=None)
+        rise = difference(now.bound, low_48h.bound) if low_48h else None
+        times = ratio(now.bound, reference.bound) if reference else None
+        thresholds = AkiThresholds(t.absolute_rise_mg_dl, t.ratio_stage_1, t.ratio_stage_2,
+                                   t.ratio_stage_3, t.stage_3_mg_dl)  # fmt: skip
+        stage = aki_stage(now.bound, rise, times, thresholds)
+        if stage is None:
             return []
-        now = _point(p, lab)
-        prior = [
-            x
-            for x in p.numeric(Analyte.CREATININE)
-            if x.occurred_at < now.occurred_at and x.event_id != now.event_id
-        ]
-        in_48h = [
-            x.value
-            for x in prior
-            if now.occurred_at - x.occurred_at <= timedelta(hours=t.absolute_window_hours)
-        ]
-        in_7d = [
-            x.value
-            for x in prior
-            if now.occurred_at - x.occurred_at <= timedelta(days=t.ratio_window_days)
-        ]
-        base = p.baseline(Analyte.CREATININE)
-        references = in_7d + ([base.value] if base and base.event_id != now.event_id else [])
-        rise = now.value - min(in_48h) if in_48h else 0.0
-        ratio = now.value / min(references) if references else 0.0
-        by_rise = rise >= t.absolute_rise_mg_dl - 1e-9
-        if not (by_rise or ratio >= t.ratio_stage_1):
-            return []
-        stage = 1
-        if ratio >= t.ratio_stage_2:
-            stage = 2
-        if ratio >= t.ratio_stage_3 or now.value >= t.stage_3_mg_dl:
-            stage = 3
-        severity = Severity.CRITICAL if stage >= 2 else Severity.HIGH
-        evidence = [now.event_id] + (
-            [base.event_id] if base and base.event_id != now.event_id else []
+        by_ratio = times is not None and times.proves_at_least(t.ratio_stage_1)
+        used = reference if by_ratio else low_48h
+        assert used is not None
+        why = (
+            f"{times.lo:.2f}x the reference {used.bound.text()} mg/dL of {day(used.at)}"
+            if by_ratio and times is not None
+            else f"up {rise.lo:.2f} mg/dL in 48 h from {used.bound.text()} mg/dL"
+            if rise is not None
+            else ""
         )
         return [
             Draft(
                 self.rule_id,
                 self.version,
-                severity,
-                f"Acute kidney injury, KDIGO stage {stage}: creatinine {now.value:.2f} mg/dL",
-                trigger=now.event_id,
-                evidence=tuple(evidence),
+                Severity.CRITICAL if stage >= 2 else Severity.HIGH,
+                f"Acute kidney injury, KDIGO stage {stage}: creatinine {now.bound.text()} "
+                f"mg/dL on {day(now.at)}, {why}",
+                trigger=f"{now.event_id}|stage{stage}",
+                evidence=(now.event_id, used.event_id),
                 thresholds=t.used(),
+                at=now.at,
                 facts={
                     "stage": stage,
-                    "creatinine_mg_dl": round(now.value, 3),
-                    "rise_48h_mg_dl": round(rise, 3),
-                    "ratio_to_reference": round(ratio, 3),
+                    "creatinine_mg_dl": shown(now.bound, 3),
+                    "reference_mg_dl": shown(used.bound, 3),
+                    "reference_date": day(used.at),
+                    "baseline_mg_dl": shown(base.bound, 3) if base else None,
+                    "baseline_date": day(base.at) if base else None,
+                    "rise_48h_mg_dl": round(rise.lo, 3) if rise else None,
+                    "ratio_to_reference": round(times.lo, 3) if times else None,
                 },
             )
         ]
-
-
-def _egfr_now(p: ParticipantState, event: ClinicalEvent) -> tuple[LabPoint, float] | None:
-    """The eGFR this event gives (computed from creatinine, or reported when no creatinine)."""
-    lab = _numeric_lab(event, Analyte.CREATININE, Analyte.EGFR)
-    if lab is None:
-        return None
-    return p.egfr_of(str(lab.event_id))
 
 
 class EgfrDecline:
     """eGFR >= 30% below baseline (high), >= 40% (critical)."""
 
     rule_id: ClassVar[str] = "egfr.decline"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    measure: ClassVar[str] = "egfr"
 
-    def check(self, p: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) -> list[Draft]:
-        now, base, t = _egfr_now(p, event), p.baseline_egfr(), cfg.egfr_decline
-        if now is None or base is None or now[0].event_id == base[0].event_id:
+    def check(self, p: ParticipantState, now: Point, cfg: RulesConfig) -> list[Draft]:
+        t = cfg.egfr_decline
+        base = p.series["egfr"].baseline(now, p.first_dose_at)
+        if base is None:
             return []
-        drop = 1 - now[1] / base[1]
-        if drop < t.high_drop - 1e-9:
+        kept = ratio(now.bound, base.bound)  # now / baseline: at most kept.hi
+        if not kept.proves_at_most(1 - t.high_drop):
             return []
-        severity = Severity.CRITICAL if drop >= t.critical_drop - 1e-9 else Severity.HIGH
+        critical = kept.proves_at_most(1 - t.critical_drop)
+        severity = Severity.CRITICAL if critical else Severity.HIGH
+        drop = 1 - kept.hi
         return [
             Draft(
                 self.rule_id,
                 self.version,
                 severity,
-                f"eGFR {now[1]:.1f} is {drop:.0%} below baseline {base[1]:.1f}",
-                trigger=now[0].event_id,
-                evidence=(now[0].event_id, base[0].event_id),
+                f"eGFR {now.bound.text()} on {day(now.at)} is {drop:.0%} below baseline "
+                f"{base.bound.text()} of {day(base.at)}",
+                trigger=f"{now.event_id}|{base.event_id}|{severity.value}",
+                evidence=(now.event_id, base.event_id, *_computed(p, now)),
                 thresholds=t.used(),
+                at=now.at,
                 facts={
-                    "egfr": round(now[1], 1),
-                    "baseline_egfr": round(base[1], 1),
-                    "drop": round(drop, 3),
+                    "egfr": shown(now.bound),
+                    "egfr_source": _egfr_source(now),
+                    "baseline_egfr": shown(base.bound),
+                    "baseline_date": day(base.at),
+                    "baseline_source": _egfr_source(base),
+                    "drop_at_least": round(drop, 3),
                 },
             )
         ]
 
 
 class EgfrKidneyFailure:
-    """eGFR < 15 mL/min/1.73 m2 (KDIGO G5)."""
+    """eGFR < 15 mL/min/1.73 m2 (KDIGO G5); a reported `<15` proves it."""
 
     rule_id: ClassVar[str] = "egfr.kidney_failure"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    measure: ClassVar[str] = "egfr"
 
-    def check(self, p: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) -> list[Draft]:
-        now, t = _egfr_now(p, event), cfg.egfr_kidney_failure
-        if now is None or now[1] >= t.below:
+    def check(self, p: ParticipantState, now: Point, cfg: RulesConfig) -> list[Draft]:
+        t = cfg.egfr_kidney_failure
+        if not now.bound.proves_below(t.below):
             return []
         return [
             Draft(
                 self.rule_id,
                 self.version,
                 Severity.CRITICAL,
-                f"Kidney failure range: eGFR {now[1]:.1f}",
-                trigger=now[0].event_id,
-                evidence=(now[0].event_id,),
+                f"Kidney failure range: eGFR {now.bound.text()} on {day(now.at)} "
+                f"({_egfr_source(now)})",
+                trigger=now.event_id,
+                evidence=(now.event_id, *_computed(p, now)),
                 thresholds=t.used(),
-                facts={"egfr": round(now[1], 1)},
+                at=now.at,
+                facts={"egfr": shown(now.bound), "egfr_source": _egfr_source(now)},
             )
         ]
 
 
-def slope_per_year(series: list[tuple[LabPoint, float]]) -> float:
-    """Least-squares slope of eGFR against time, in mL/min/1.73 m2 per year."""
-    t0 = series[0][0].occurred_at
-    xs = [(s[0].occurred_at - t0).total_seconds() / (365.25 * 86400) for s in series]
-    ys = [s[1] for s in series]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx == 0:
-        return 0.0
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-
-
 class EgfrRapidSlope:
-    """A fitted eGFR decline faster than 5 per year from >= 3 results spanning >= 90 days.
-    Raised when the slope crosses the threshold, not again while it stays steep."""
+    """A fitted eGFR decline faster than 5 per year from >= 3 exact results spanning >= 90
+    days. Raised where the fit first turns steep, not again while it stays steep."""
 
     rule_id: ClassVar[str] = "egfr.rapid_slope"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    measure: ClassVar[str] = "egfr"
 
-    @staticmethod
-    def _steep(series: list[tuple[LabPoint, float]], t: EgfrRapidSlopeConfig) -> bool:
-        if len(series) < t.min_results:
-            return False
-        span = series[-1][0].occurred_at - series[0][0].occurred_at
-        if span < timedelta(days=t.min_span_days):
-            return False
-        return slope_per_year(series) < -t.decline_per_year
+    def check(self, p: ParticipantState, now: Point, cfg: RulesConfig) -> list[Draft]:
+        t = cfg.egfr_rapid_slope
+        if not now.bound.exact:
+            return []
+        series = p.series["egfr"]
+        fit = series.fit_through(now)
 
-    def check(self, p: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) -> list[Draft]:
-        now, t = _egfr_now(p, event), cfg.egfr_rapid_slope
-        if now is None:
+        def steep(f: Fit, at: datetime) -> bool:
+            return (
+                f.n >= t.min_results
+                and f.first is not None
+                and at - f.first >= timedelta(days=t.min_span_days)
+                and above(-f.slope_per_year, t.decline_per_year)
+            )
+
+        previous = series.previous(now)
+        if not steep(fit, now.at) or (
+            previous is not None and steep(series.fit_before(now), previous.at)
+        ):
             return []
-        series = p.egfr_series()
-        before = [s for s in series if s[0].event_id != now[0].event_id]
-        if not self._steep(series, t) or self._steep(before, t):
-            return []
-        slope = slope_per_year(series)
+        fitted = [x.event_id for x in series.points[: series.points.index(now) + 1]
+                  if x.bound.exact]  # fmt: skip
         return [
             Draft(
                 self.rule_id,
                 self.version,
                 Severity.MEDIUM,
-                f"eGFR falling {-slope:.1f} per year over {len(series)} results",
-                trigger=now[0].event_id,
-                evidence=tuple(s[0].event_id for s in series),
+                f"eGFR falling {-fit.slope_per_year:.1f} per year over {fit.n} results "
+                f"to {day(now.at)}",
+                trigger=now.event_id,
+                evidence=tuple(fitted),
                 thresholds=t.used(),
-                facts={"slope_per_year": round(slope, 2), "results": len(series)},
+                at=now.at,
+                facts={"slope_per_year": round(fit.slope_per_year, 2), "results": fit.n},
             )
         ]
 
@@ -212,42 +211,41 @@ class LabEgfrMismatch:
     same sample (within a day): a lab using another equation, or a transcription error."""
 
     rule_id: ClassVar[str] = "lab.egfr_mismatch"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    measure: ClassVar[str] = "reported_egfr"
 
-    def check(self, p: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) -> list[Draft]:
-        lab, t = _numeric_lab(event, Analyte.CREATININE, Analyte.EGFR), cfg.lab_egfr_mismatch
-        if lab is None:
+    def check(self, p: ParticipantState, reported: Point, cfg: RulesConfig) -> list[Draft]:
+        t = cfg.lab_egfr_mismatch
+        if not reported.bound.exact:
             return []
-        new = _point(p, lab)
-        others = p.numeric(
-            Analyte.EGFR if lab.analyte is Analyte.CREATININE else Analyte.CREATININE
-        )
         window = timedelta(hours=t.same_sample_hours)
         drafts = []
-        for other in others:
-            if abs(other.occurred_at - new.occurred_at) > window:
+        for creat in p.series["creatinine"].between(reported.at - window, reported.at + window):
+            computed = p.egfr_point(creat)
+            if computed is None or not computed.bound.exact or computed.bound.lo <= 0:
                 continue
-            creat, reported = (new, other) if lab.analyte is Analyte.CREATININE else (other, new)
-            computed = p.computed_egfr(creat)
-            if computed is None:
+            value = computed.bound.lo
+            gap = abs(reported.bound.lo - value) / value
+            if not above(gap, t.tolerance):
                 continue
-            gap = abs(reported.value - computed) / computed
-            if gap > t.tolerance:
-                drafts.append(
-                    Draft(
-                        self.rule_id,
-                        self.version,
-                        Severity.INFO,
-                        f"Reported eGFR {reported.value:.1f} differs {gap:.0%} from "
-                        f"CKD-EPI 2021 {computed:.1f}",
-                        trigger=reported.event_id,
-                        evidence=(reported.event_id, creat.event_id),
-                        thresholds=t.used(),
-                        facts={
-                            "reported_egfr": reported.value,
-                            "computed_egfr": round(computed, 1),
-                            "difference": round(gap, 3),
-                        },
-                    )
+            drafts.append(
+                Draft(
+                    self.rule_id,
+                    self.version,
+                    Severity.INFO,
+                    f"Reported eGFR {reported.bound.lo:.1f} on {day(reported.at)} differs "
+                    f"{gap:.0%} from CKD-EPI 2021 {value:.1f} (creatinine "
+                    f"{creat.bound.text()} mg/dL)",
+                    trigger=f"{reported.event_id}|{creat.event_id}",
+                    evidence=(reported.event_id, creat.event_id, *_computed(p, computed)),
+                    thresholds=t.used(),
+                    at=reported.at,
+                    facts={
+                        "reported_egfr": reported.bound.lo,
+                        "computed_egfr": round(value, 1),
+                        "creatinine_mg_dl": shown(creat.bound, 3),
+                        "difference": round(gap, 3),
+                    },
                 )
+            )
         return drafts

@@ -1,58 +1,61 @@
-"""uacr.rise, inflammation.rise, dose.deviation: decided on each lab or dose event."""
+"""uacr.rise, inflammation.rise (judged at each result), dose.deviation and dose.repeat."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from contracts import Analyte, ClinicalEvent, DoseAdministered, LabResulted, Severity
+from clinical.bounds import ratio
+from contracts import Severity
 from services.safety_rules.domain.config import RulesConfig
-from services.safety_rules.domain.rules.base import Draft
+from services.safety_rules.domain.rules.base import Draft, day, shown
+from services.safety_rules.domain.series import Point
 from services.safety_rules.domain.state import ParticipantState
 
 
-def _rise(
-    p: ParticipantState, event: ClinicalEvent, analyte: Analyte
-) -> tuple[str, float, str, float] | None:
-    """(event_id, value, baseline event_id, baseline value) of a numeric result after baseline."""
-    if not (isinstance(event, LabResulted) and event.analyte is analyte and event.is_numeric):
-        return None
-    base = p.baseline(analyte)
-    if base is None or base.event_id == str(event.event_id):
-        return None
-    return str(event.event_id), event.value, base.event_id, base.value
-
-
 class UacrRise:
-    """UACR >= 2x baseline, or a move into KDIGO category A3 (> 300 mg/g) from A1/A2."""
+    """UACR >= 2x baseline, or a move into KDIGO category A3 (> 300 mg/g) from a value in A1/A2,
+    with or without a baseline."""
 
     rule_id: ClassVar[str] = "uacr.rise"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    measure: ClassVar[str] = "uacr"
 
-    def check(self, p: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) -> list[Draft]:
-        rise, t = _rise(p, event, Analyte.UACR), cfg.uacr_rise
-        if rise is None:
+    def check(self, p: ParticipantState, now: Point, cfg: RulesConfig) -> list[Draft]:
+        t = cfg.uacr_rise
+        series = p.series["uacr"]
+        base = series.baseline(now, p.first_dose_at)
+        times = ratio(now.bound, base.bound) if base is not None else None
+        doubled = times is not None and times.proves_at_least(t.ratio)
+        previous = series.previous(now)
+        into_a3 = (
+            previous is not None
+            and now.bound.proves_above(t.a3_above_mg_g)
+            and previous.bound.proves_at_most(t.a3_above_mg_g)
+        )
+        if not (doubled or into_a3):
             return []
-        event_id, value, base_id, base = rise
-        ratio = value / base if base > 0 else float("inf")
-        earlier = [x for x in p.numeric(Analyte.UACR) if x.event_id != event_id]
-        previous = earlier[-1].value if earlier else base
-        into_a3 = value > t.a3_above_mg_g >= previous
-        if ratio < t.ratio and not into_a3:
-            return []
-        why = f"{ratio:.1f}x baseline" if ratio >= t.ratio else "moved into A3"
+        why = []
+        if doubled and base is not None and times is not None:
+            why.append(f"{times.lo:.1f}x baseline {base.bound.text()} of {day(base.at)}")
+        if into_a3 and previous is not None:
+            why.append(f"into A3 from {previous.bound.text()} on {day(previous.at)}")
+        cited = [x for x in (base if doubled else None, previous if into_a3 else None) if x]
         return [
             Draft(
                 self.rule_id,
                 self.version,
                 Severity.MEDIUM,
-                f"UACR {value:.0f} mg/g ({why}; baseline {base:.0f})",
-                trigger=event_id,
-                evidence=(event_id, base_id),
+                f"UACR {now.bound.text()} mg/g on {day(now.at)}: {'; '.join(why)}",
+                trigger=f"{now.event_id}|{base.event_id if doubled and base else '-'}",
+                evidence=(now.event_id, *dict.fromkeys(x.event_id for x in cited)),
                 thresholds=t.used(),
+                at=now.at,
                 facts={
-                    "uacr_mg_g": value,
-                    "baseline_mg_g": base,
-                    "ratio": round(ratio, 3) if base > 0 else None,
+                    "uacr_mg_g": shown(now.bound),
+                    "baseline_mg_g": shown(base.bound) if base else None,
+                    "baseline_date": day(base.at) if base else None,
+                    "ratio_at_least": round(times.lo, 3) if times else None,
+                    "previous_mg_g": shown(previous.bound) if previous else None,
                     "into_a3": into_a3,
                 },
             )
@@ -60,31 +63,38 @@ class UacrRise:
 
 
 class InflammationRise:
-    """TNF-alpha >= 2x baseline. No standard threshold exists: a signal, not a verdict."""
+    """TNF-alpha >= 2x baseline. No standard threshold exists: a signal, not a verdict.
+    A censored baseline (`<2`) serves where its bound proves the ratio."""
 
     rule_id: ClassVar[str] = "inflammation.rise"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    measure: ClassVar[str] = "tnf_alpha"
 
-    def check(self, p: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) -> list[Draft]:
-        rise, t = _rise(p, event, Analyte.TNF_ALPHA), cfg.inflammation_rise
-        if rise is None:
+    def check(self, p: ParticipantState, now: Point, cfg: RulesConfig) -> list[Draft]:
+        t = cfg.inflammation_rise
+        base = p.series["tnf_alpha"].baseline(now, p.first_dose_at)
+        if base is None:
             return []
-        event_id, value, base_id, base = rise
-        if base <= 0 or value / base < t.tnf_alpha_ratio:
+        times = ratio(now.bound, base.bound)
+        if not times.proves_at_least(t.tnf_alpha_ratio):
             return []
+        at_least = "" if now.bound.exact and base.bound.exact else "at least "
         return [
             Draft(
                 self.rule_id,
                 self.version,
                 Severity.INFO,
-                f"TNF-alpha {value:g} pg/mL is {value / base:.1f}x baseline",
-                trigger=event_id,
-                evidence=(event_id, base_id),
+                f"TNF-alpha {now.bound.text()} pg/mL on {day(now.at)} is {at_least}"
+                f"{times.lo:.1f}x baseline {base.bound.text()} of {day(base.at)}",
+                trigger=f"{now.event_id}|{base.event_id}",
+                evidence=(now.event_id, base.event_id),
                 thresholds=t.used(),
+                at=now.at,
                 facts={
-                    "tnf_alpha_pg_ml": value,
-                    "baseline_pg_ml": base,
-                    "ratio": round(value / base, 3),
+                    "tnf_alpha_pg_ml": shown(now.bound, 2),
+                    "baseline_pg_ml": shown(base.bound, 2),
+                    "baseline_date": day(base.at),
+                    "ratio_at_least": round(times.lo, 3),
                 },
             )
         ]
@@ -96,22 +106,56 @@ class DoseDeviation:
     rule_id: ClassVar[str] = "dose.deviation"
     version: ClassVar[int] = 1
 
-    def check(self, p: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) -> list[Draft]:
+    def check(self, p: ParticipantState, cfg: RulesConfig) -> list[Draft]:
         t = cfg.dose_deviation
-        if not isinstance(event, DoseAdministered):
-            return []
-        deviation = event.cells_per_kg / t.target_cells_per_kg - 1
-        if abs(deviation) <= t.tolerance + 1e-12:
+        drafts = []
+        for dose in p.doses:
+            deviation = dose.cells_per_kg / t.target_cells_per_kg - 1
+            if abs(deviation) <= t.tolerance + 1e-12:
+                continue
+            drafts.append(
+                Draft(
+                    self.rule_id,
+                    self.version,
+                    Severity.HIGH,
+                    f"Dose {dose.cells_per_kg:.3g} cells/kg on {day(dose.at)} is "
+                    f"{deviation:+.0%} off protocol",
+                    trigger=dose.event_id,
+                    evidence=(dose.event_id,),
+                    thresholds=t.used(),
+                    at=dose.at,
+                    facts={
+                        "cells_per_kg": round(dose.cells_per_kg),
+                        "deviation": round(deviation, 4),
+                    },
+                )
+            )
+        return drafts
+
+
+class DoseRepeat:
+    """A second dose.administered: the protocol gives one injection. The baseline stays the one
+    before the first dose and the visit windows stay anchored on it."""
+
+    rule_id: ClassVar[str] = "dose.repeat"
+    version: ClassVar[int] = 1
+
+    def check(self, p: ParticipantState, cfg: RulesConfig) -> list[Draft]:
+        first = p.first_dose
+        if first is None:
             return []
         return [
             Draft(
                 self.rule_id,
                 self.version,
                 Severity.HIGH,
-                f"Dose {event.cells_per_kg:.3g} cells/kg is {deviation:+.0%} off protocol",
-                trigger=str(event.event_id),
-                evidence=(str(event.event_id),),
-                thresholds=t.used(),
-                facts={"cells_per_kg": round(event.cells_per_kg), "deviation": round(deviation, 4)},
+                f"Second dose on {day(dose.at)}: the protocol gives one injection (first on "
+                f"{day(first.at)})",
+                trigger=dose.event_id,
+                evidence=(dose.event_id, first.event_id),
+                thresholds=cfg.dose_repeat.used(),
+                at=dose.at,
+                facts={"first_dose_date": day(first.at), "doses": len(p.doses)},
             )
+            for dose in p.doses[1:]
         ]

@@ -23,12 +23,14 @@ class VisitOverdue:
     ) -> list[tuple[Draft, datetime]]:
         """Drafts with the moment each visit became overdue (the end of its window)."""
         t = cfg.visit_overdue
-        if p.dose_at is None or p.dose_event_id is None:
+        first = p.first_dose  # windows stay anchored on the first dose, whatever follows
+        if first is None:
             return []
+        done = p.visits()
         out = []
         for visit, (day, tolerance) in t.windows.items():
-            closes = p.dose_at + timedelta(days=day + tolerance)
-            if now <= closes or Visit(visit) in p.visits_done:
+            closes = first.at + timedelta(days=day + tolerance)
+            if now <= closes or Visit(visit).value in done:
                 continue
             out.append(
                 (
@@ -38,9 +40,12 @@ class VisitOverdue:
                         Severity.MEDIUM,
                         f"Visit {visit} overdue: window closed {closes.date().isoformat()}",
                         trigger=visit,
-                        evidence=(p.dose_event_id,),
+                        evidence=(first.event_id,),
                         thresholds={"visit": visit, "target_day": day, "tolerance_days": tolerance},
-                        facts={"window_closed": closes.isoformat()},
+                        facts={
+                            "window_closed": closes.isoformat(),
+                            "dose_date": first.at.date().isoformat(),
+                        },
                     ),
                     closes,
                 )

@@ -4,8 +4,9 @@ from datetime import date
 
 import pytest
 
+from clinical.age import whole_years
+from clinical.egfr import ckd_epi_2021
 from contracts import Sex
-from services.safety_rules.domain.egfr import ckd_epi_2021, whole_years
 
 
 @pytest.mark.parametrize(
