@@ -147,8 +147,9 @@ def one_of_each(participant: str = "DN-001") -> list[AnyEvent]:
             resolution="Reported to sponsor within 24 h",
         ),
         AlertWithdrawn(
-            **life("withdrawn", 4),
-            rule_id="sae.reported",
+            # another alert: this one was raised on a value that a correction later replaced
+            **{**life("withdrawn", 4), "alert_id": alert_id_for("egfr.decline", participant, "x")},
+            rule_id="egfr.decline",
             withdrawn_by=sample_id(f"{participant}/ae-1-correction"),
             superseded=sample_id(f"{participant}/ae-1"),
             reason="its evidence was corrected: AE entered for the wrong participant",

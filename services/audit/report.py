@@ -88,11 +88,14 @@ def lab_series(
     rules read: CKD-EPI 2021 from each creatinine, and a reported eGFR where no creatinine was
     taken in the day before it (clinical.egfr)."""
     out: dict[str, dict[str, list[Sample]]] = defaultdict(lambda: defaultdict(list))
+    creatinine: dict[str, list[datetime]] = defaultdict(list)  # every sample, censored or not
     for lab in labs:
-        if lab["superseded_by"] or lab["comparator"]:
-            continue  # corrected values and censored ones are not summarised
         pid, at = lab["participant_id"], _utc(lab["occurred_at"])
         assert at is not None
+        if lab["analyte"] == "creatinine" and not lab["superseded_by"]:
+            creatinine[pid].append(at)
+        if lab["superseded_by"] or lab["comparator"]:
+            continue  # corrected values and censored ones are not summarised
         out[pid][lab["analyte"]].append(Sample(at, float(lab["value"]), lab["visit"]))
         p = participants.get(pid)
         if lab["analyte"] == "creatinine" and p and p["sex"]:
@@ -100,12 +103,11 @@ def lab_series(
             if age is not None:
                 egfr = ckd_epi_2021(float(lab["value"]), age, Sex(p["sex"]))
                 out[pid]["egfr_computed"].append(Sample(at, egfr, lab["visit"]))
-    for measures in out.values():
+    for pid, measures in out.items():
         for points in measures.values():
             points.sort(key=lambda x: x.at)
-        creatinine = [x.at for x in measures.get("creatinine", [])]
         for r in measures.get("egfr", []):
-            latest = max((t for t in creatinine if t <= r.at), default=None)
+            latest = max((t for t in creatinine[pid] if t <= r.at), default=None)
             if reported_egfr_stands(r.at, latest):
                 measures["egfr_computed"].append(r)
         measures["egfr_computed"].sort(key=lambda x: x.at)
