@@ -97,13 +97,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from deploy.kafka.launcher import create_topics
     from services.safety_rules.metrics import RulesMetrics
     from services.safety_rules.rules_config import load_rules
     from services.safety_rules.settings import RulesSettings
-    from services.safety_rules.worker import build_app
+    from services.safety_rules.worker import build_app, internal_topics
 
     settings = RulesSettings()
     app = build_app(settings, load_rules(settings.rules_file), RulesMetrics()).app
+    # internal topics exist before the worker subscribes (see internal_topics)
+    asyncio.run(create_topics(settings.kafka_bootstrap, internal_topics(settings)))
     # faust's own worker command: recovery of tables, graceful shutdown on SIGTERM/SIGINT
     sys.argv = ["safety-monitor rules", "worker", "--loglevel", "info", *args.faust_args]
     if not settings.rules_web_enabled:

@@ -35,7 +35,7 @@ from contracts import (
     key_for,
 )
 from contracts.events import FieldError
-from contracts.topics import ALERT_LIFECYCLE, DEAD_LETTER, SAFETY_ALERTS, TRIAL_EVENTS
+from contracts.topics import ALERT_LIFECYCLE, DEAD_LETTER, SAFETY_ALERTS, TRIAL_EVENTS, Topic
 from services.logs import dict_config
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.engine import evaluate, evaluate_trial, tick
@@ -74,6 +74,23 @@ def clinical(raw: bytes | None) -> ClinicalEvent:
             [FieldError("event_type", f"{event.event_type} does not belong on trial.events")]
         )
     return event  # type: ignore[return-value]
+
+
+def internal_topics(settings: RulesSettings) -> tuple[Topic, ...]:
+    """The worker's own topics (ticks, trial signals, table changelogs), named as faust names
+    them. They are created before the worker subscribes: when faust declares them itself, the
+    first rebalance of a new app id can run before they exist, and the assignor then ignores
+    them ("Ignoring missing topic") until the next rebalance: ticks and the stopping rule stall.
+    """
+    app, n = settings.rules_app_id, settings.partitions
+    compact = {"cleanup.policy": "compact"}
+    return (
+        Topic(f"{app}-ticks", "time ticks per participant", "participant_id", (), n),
+        Topic(f"{app}-trial-signals", "AE signals for the stopping rule", "trial_id", (), 1),
+        Topic(f"{app}-participants-changelog", "participant state", "participant_id", (), n,
+              compact),
+        Topic(f"{app}-trials-changelog", "trial state", "trial_id", (), 1, compact),
+    )  # fmt: skip
 
 
 @dataclass

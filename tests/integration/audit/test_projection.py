@@ -36,6 +36,7 @@ async def test_events_in_rows_out_in_order_and_the_chain_verifies(
         alerts = (await conn.execute(text("SELECT status FROM rm_alerts"))).all()
     assert seqs == list(range(1, len(seqs) + 1))  # no gap
     assert ("resolved",) in alerts  # raised -> delivered -> escalated -> acknowledged -> resolved
+    assert ("withdrawn",) in alerts  # a correction removed another alert's evidence
 
 
 async def caught_up(bootstrap: str, store: AuditStore, timeout_s: float = 120) -> None:

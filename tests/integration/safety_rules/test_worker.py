@@ -9,7 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from contracts import AlertRaised, decode
+from contracts import AlertRaised, AlertWithdrawn, decode
 from tests.integration.kafka_io import produce, produce_raw, wait_for
 from tests.integration.safety_rules.worker_process import Worker
 from tests.unit.safety_rules.builders import DAY0, ParticipantBuilder, a_participant
@@ -152,3 +152,36 @@ async def test_two_workers_split_the_partitions_and_raise_each_alert_once(
     finally:
         for w in workers:
             w.stop()
+
+
+async def test_late_data_raises_and_a_correction_withdraws_on_the_real_broker(
+    kafka: str, tmp_path: Path
+) -> None:
+    """Arrival order is not clinical order: the baseline is entered after the M1 result; then the
+    M1 result is corrected, and the worker withdraws the alerts it stood on."""
+    pid = unique("LT")
+    b = a_participant(pid).enrolled(sex="M", age=50).dosed(day=0)
+    b.lab("creatinine", 1.9, day=30, visit="M1").baseline("creatinine", 1.0, day=-5)
+    b.corrected(2, value=1.05)
+    *first, correction = b.events()
+    worker = Worker(kafka, unique("rules"), tmp_path)
+    try:
+        worker.wait_ready()
+        await produce(kafka, first)
+        got = await wait_for(
+            kafka,
+            "safety.alerts",
+            lambda m: {"egfr.decline", "creatinine.aki"} <= rules_of(alerts_for(m, {pid})),
+        )
+        raised = {str(a.alert_id).encode() for a in alerts_for(got, {pid})}
+        await produce(kafka, [correction])
+        life = await wait_for(
+            kafka, "safety.alert-lifecycle", lambda m: sum(k in raised for k, _ in m) >= 2
+        )
+        withdrawn = [decode(v) for k, v in life if k in raised]
+        assert all(isinstance(w, AlertWithdrawn) for w in withdrawn)
+        assert sorted(w.rule_id for w in withdrawn) == ["creatinine.aki", "egfr.decline"]  # type: ignore[union-attr]
+        assert {w.withdrawn_by for w in withdrawn} == {correction.event_id}  # type: ignore[union-attr]
+        assert worker.metric("safety_monitor_rules_alerts_withdrawn_total") == 2
+    finally:
+        worker.stop()
