@@ -48,11 +48,6 @@ class Bound:
     def exact(self) -> bool:
         return self.lo == self.hi
 
-    @property
-    def value(self) -> float:
-        """The number a reader sees: the exact value, else the bound the site reported."""
-        return self.lo if self.hi == INF else self.hi if self.lo <= 0 else self.lo
-
     def text(self, digits: int = 3) -> str:
         """`1.2`, `<15`, `>3000`: the value as the site reported it."""
         if self.exact:

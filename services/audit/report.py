@@ -114,9 +114,6 @@ def lab_series(
     return out
 
 
-_series = lab_series
-
-
 def _baseline(points: list[Sample], dose: datetime | None) -> float | None:
     chosen = choose_baseline(points, dose)
     return chosen.value if chosen else None
@@ -179,7 +176,7 @@ async def render_report(reader: AuditReader, now: datetime | None = None) -> str
     n = len(enrolled)
     aes = await reader.table("rm_aes")
     alerts = await reader.table("rm_alerts")
-    series = _series(participants, await reader.table("rm_labs"))
+    series = lab_series(participants, await reader.table("rm_labs"))
     parts: list[str] = []
 
     # -- primary outcome: AEs and SAEs ------------------------------------------------------------

@@ -17,7 +17,7 @@ The cost of an event is that of the results it touches, not of the participant's
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from clinical.terms import counts_as_related, is_fatal
@@ -149,38 +149,79 @@ def _drafts(state: ParticipantState, dirty: Dirty, cfg: RulesConfig) -> list[Dra
         if state.last_tick is not None and enabled(cfg, VISIT_OVERDUE.rule_id):
             out += [d for d, _ in VISIT_OVERDUE.due(state, state.last_tick, cfg)]
     for measure, points in dirty.points.items():
-        rules = [r for r in _BY_MEASURE.get(measure, ()) if enabled(cfg, r.rule_id)]
-        series = state.series[measure]
         for point in sorted(points.values(), key=lambda p: p.key):
-            if point.event_id in series.by_id:
-                out += [d for r in rules for d in r.check(state, point, cfg)]
+            out += _judge(state, measure, point.event_id, cfg)
     return out
 
 
+def _judge(state: ParticipantState, measure: str, event_id: str, cfg: RulesConfig) -> list[Draft]:
+    """Every lab rule of `measure` at one result, if it is still on that measure's line."""
+    point = state.series[measure].by_id.get(event_id)
+    if point is None:
+        return []
+    return [
+        # a lab alert is this rule on this evidence: a correction that withdraws it (it cites the
+        # corrected result) can never be undone by later data under the same id
+        replace(d, site=(measure, event_id), trigger=f"{d.trigger}|{_cited(state, d)}")
+        for r in _BY_MEASURE.get(measure, ())
+        if enabled(cfg, r.rule_id)
+        for d in r.check(state, point, cfg)
+    ]
+
+
+def _cited(state: ParticipantState, d: Draft) -> str:
+    """The results an alert stands on (the enrolment, which gives age and sex, is cited but
+    re-checked whole when corrected, so it is not part of the identity)."""
+    return "+".join(sorted(e for e in d.evidence if e != state.enrolment_id))
+
+
 def _raise(
-    state: ParticipantState, drafts: list[Draft], event: ClinicalEvent
+    state: ParticipantState,
+    drafts: list[tuple[Draft, datetime, datetime]],
+    trial_id: str,
+    participant_id: str | None,
 ) -> tuple[list[AlertRaised], set[str]]:
-    """The alerts not raised before, and the ids of every alert the drafts stand for."""
+    """The alerts not raised before, from (draft, occurred_at, recorded_at), in clinical order;
+    and the ids of every alert the drafts stand for (a withdrawal spares those)."""
     fresh: list[AlertRaised] = []
     produced: set[str] = set()
-    for d in sorted(drafts, key=lambda d: d.at or event.occurred_at):
-        alert = to_alert(
-            d,
-            trial_id=event.trial_id,
-            participant_id=event.participant_id,
-            occurred_at=d.at or event.occurred_at,
-            recorded_at=event.recorded_at,
-        )
-        key = str(alert.alert_id)
+    for d, occurred_at, recorded_at in sorted(drafts, key=lambda x: x[1]):
+        key = str(alert_id_for(d.rule_id, participant_id, d.trigger))
+        while key in state.withdrawn:
+            # withdrawn by a correction, and now true again (an AE made serious once more):
+            # raised anew, under an id derived from the withdrawn one
+            d = replace(d, trigger=f"{d.trigger}|again:{key}")
+            key = str(alert_id_for(d.rule_id, participant_id, d.trigger))
         produced.add(key)
-        if key not in state.raised:
-            state.record(key, d.rule_id, list(d.evidence))
-            fresh.append(alert)
+        if key in state.raised:
+            continue
+        state.record(key, d.rule_id, list(d.evidence), d.site)
+        fresh.append(
+            to_alert(
+                d,
+                trial_id=trial_id,
+                participant_id=participant_id,
+                occurred_at=occurred_at,
+                recorded_at=recorded_at,
+            )
+        )
     return fresh, produced
 
 
+def _still_raised(state: ParticipantState, alert_id: str, cfg: RulesConfig) -> bool:
+    """Whether the corrected history still raises a lab-rule alert, judged again at its own
+    place: its evidence may have been cited before later data moved its verdict onto others."""
+    site = state.sites.get(alert_id)
+    if site is None:
+        return False
+    measure, event_id = site
+    drafts = _judge(state, measure, event_id, cfg)
+    return any(str(alert_id_for(d.rule_id, state.participant_id, d.trigger)) == alert_id
+               for d in drafts)  # fmt: skip
+
+
 def _withdraw(
-    state: ParticipantState, event: ClinicalEvent, produced: set[str]
+    state: ParticipantState, event: ClinicalEvent, produced: set[str], cfg: RulesConfig
 ) -> list[AlertWithdrawn]:
     """Alerts that cited the corrected event and that the corrected history does not raise."""
     if event.supersedes is None:
@@ -189,6 +230,8 @@ def _withdraw(
     out = []
     for alert_id in state.cited.get(gone, []):
         if alert_id in produced or alert_id in state.withdrawn:
+            continue
+        if _still_raised(state, alert_id, cfg):
             continue
         state.withdrawn.add(alert_id)
         out.append(
@@ -239,8 +282,9 @@ def evaluate(state: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) ->
     dirty = fold(state, event)
     if ignored:
         return Outcome(state)
-    alerts, produced = _raise(state, _drafts(state, dirty, cfg), event)
-    return Outcome(state, alerts, _signal(event), _withdraw(state, event, produced))
+    drafts = [(d, d.at or event.occurred_at, event.recorded_at) for d in _drafts(state, dirty, cfg)]
+    alerts, produced = _raise(state, drafts, event.trial_id, event.participant_id)
+    return Outcome(state, alerts, _signal(event), _withdraw(state, event, produced, cfg))
 
 
 def tick(state: ParticipantState, now: datetime, cfg: RulesConfig) -> Outcome:
@@ -249,19 +293,10 @@ def tick(state: ParticipantState, now: datetime, cfg: RulesConfig) -> Outcome:
         state.last_tick = now
     if not enabled(cfg, VISIT_OVERDUE.rule_id) or state.trial_id is None:
         return Outcome(state)
-    fresh: list[AlertRaised] = []
-    for d, at in VISIT_OVERDUE.due(state, now, cfg):
-        alert = to_alert(
-            d,
-            trial_id=state.trial_id,
-            participant_id=state.participant_id,
-            occurred_at=at,
-            recorded_at=at,
-        )
-        if str(alert.alert_id) not in state.raised:
-            state.record(str(alert.alert_id), d.rule_id, list(d.evidence))
-            fresh.append(alert)
-    return Outcome(state, fresh)
+    # stamped with the moment each visit became overdue, so a replay gives the same bytes
+    drafts = [(d, at, at) for d, at in VISIT_OVERDUE.due(state, now, cfg)]
+    alerts, _ = _raise(state, drafts, state.trial_id, state.participant_id)
+    return Outcome(state, alerts)
 
 
 def _keep_new(raised: set[str], alerts: list[AlertRaised]) -> list[AlertRaised]:

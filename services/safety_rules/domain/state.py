@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import singledispatch
-from typing import Any
 
 from clinical.age import age_on, clinical_date
 from clinical.bounds import Bound
@@ -75,11 +74,11 @@ class ParticipantState:
         self.doses: list[Dose] = []
         self.series: dict[str, Series] = {m: Series() for m in MEASURES}
         self.visits_done: dict[str, str] = {}  # event_id -> visit
-        self.aes: dict[str, dict[str, Any]] = {}  # ae_id -> the latest version's facts
         self.seen: set[str] = set()
         self.superseded: set[str] = set()
         self.raised: dict[str, str] = {}  # alert_id -> rule_id
         self.cited: dict[str, list[str]] = {}  # event_id -> alert_ids whose evidence cites it
+        self.sites: dict[str, list[str]] = {}  # alert_id -> [measure, event_id] it judged
         self.withdrawn: set[str] = set()
         self.last_tick: datetime | None = None
 
@@ -116,10 +115,14 @@ class ParticipantState:
         return p.visit == "baseline" or first is None or p.at < first
 
     # -- bookkeeping of alerts -----------------------------------------------------------------
-    def record(self, alert_id: str, rule_id: str, evidence: list[str]) -> None:
+    def record(
+        self, alert_id: str, rule_id: str, evidence: list[str], site: tuple[str, str] | None
+    ) -> None:
         self.raised[alert_id] = rule_id
         for e in evidence:
             self.cited.setdefault(e, []).append(alert_id)
+        if site is not None:
+            self.sites[alert_id] = list(site)
 
     # -- serialisation (the worker keeps the state in a table) ---------------------------------
     def to_json(self) -> bytes:
@@ -135,11 +138,11 @@ class ParticipantState:
                 "doses": [[d.event_id, d.at.isoformat(), d.cells_per_kg] for d in self.doses],
                 "series": {m: [p.to_json() for p in s.points] for m, s in self.series.items()},
                 "visits_done": self.visits_done,
-                "aes": self.aes,
                 "seen": sorted(self.seen),
                 "superseded": sorted(self.superseded),
                 "raised": self.raised,
                 "cited": self.cited,
+                "sites": self.sites,
                 "withdrawn": sorted(self.withdrawn),
                 "last_tick": self.last_tick.isoformat() if self.last_tick else None,
             },
@@ -158,9 +161,10 @@ class ParticipantState:
         s.enrolled_on = date.fromisoformat(d["enrolled_on"]) if d["enrolled_on"] else None
         s.doses = [Dose(e, datetime.fromisoformat(at), c) for e, at, c in d["doses"]]
         s.series = {m: Series([Point.from_json(r) for r in d["series"][m]]) for m in MEASURES}
-        s.visits_done, s.aes = d["visits_done"], d["aes"]
+        s.visits_done = d["visits_done"]
         s.seen, s.superseded = set(d["seen"]), set(d["superseded"])
         s.raised, s.cited, s.withdrawn = d["raised"], d["cited"], set(d["withdrawn"])
+        s.sites = d["sites"]
         s.last_tick = datetime.fromisoformat(d["last_tick"]) if d["last_tick"] else None
         return s
 
@@ -309,8 +313,7 @@ def _(event: LabResulted, state: ParticipantState, dirty: Dirty) -> None:
 
 
 def _fold_ae(event: AeReported | AeUpdated, state: ParticipantState, dirty: Dirty) -> None:
-    state.aes[event.ae_id] = {"event_id": str(event.event_id), "term": event.term}
-    dirty.ae = event
+    dirty.ae = event  # an AE is judged on its own report: every version repeats the full AE
 
 
 _fold.register(AeReported, _fold_ae)

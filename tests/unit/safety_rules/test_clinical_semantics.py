@@ -267,3 +267,41 @@ def test_every_exact_1_5x_pair_on_a_0_01_grid_meets_the_threshold() -> None:
         if not of(events, "creatinine.aki"):
             missed.append((base, value))
     assert missed == []
+
+
+def test_an_ae_serious_again_after_a_correction_withdrew_its_alert_raises_anew() -> None:
+    b = patient().dosed().ae(serious=True, ctcae_grade=3)  # hospitalization
+    b.corrected(2, serious=False, seriousness_criteria=[])  # entered as serious by mistake
+    b.ae(updated=True, day=9, serious=True, ctcae_grade=3)  # then it is: hospitalised
+    out = run_all(b.events(), RulesConfig(), None)
+    saes = [a for a in out if isinstance(a, AlertRaised) and a.rule_id == "sae.reported"]
+    (withdrawn,) = [w for w in out if isinstance(w, AlertWithdrawn)]
+    assert saes[0].alert_id == withdrawn.alert_id
+    assert len(saes) == 2 and saes[1].alert_id != withdrawn.alert_id
+    assert saes[1].evidence == [b.events()[-1].event_id]
+
+
+def test_a_correction_spares_an_alert_whose_verdict_moved_onto_other_evidence() -> None:
+    # found by the arrival-order property: the M1 eGFR reported by the lab arrives before the M1
+    # creatinine (which then stands for that sample), and is corrected afterwards; the slope the
+    # M3 result shows stands on the creatinine, and must not be withdrawn with the correction
+    b = a_participant().enrolled(sex="F", age=40).baseline("creatinine", 1.0, day=-5).dosed(day=0)
+    b.lab("egfr", 8.0, day=91, visit="M3").lab("egfr", 8.0, day=30.9, visit="M1")
+    b.lab("creatinine", 1.0, day=30, visit="M1").corrected(4, reason="wrong sample id")
+    events = b.events()
+    in_time = sorted(events[:6], key=lambda e: e.occurred_at)
+    at = in_time.index(events[4]) + 1
+    clinical = [*in_time[:at], events[6], *in_time[at:]]  # the correction right after its original
+
+    def slopes(order: list[ClinicalEvent]) -> set[object]:
+        out = run_all(order, RulesConfig(), None)
+        gone = {w.alert_id for w in out if isinstance(w, AlertWithdrawn)}
+        return {
+            a.alert_id
+            for a in out
+            if isinstance(a, AlertRaised) and a.rule_id == "egfr.rapid_slope"
+            and a.alert_id not in gone
+        }  # fmt: skip
+
+    assert len(slopes(clinical)) == 1
+    assert slopes(clinical) <= slopes(events)

@@ -30,6 +30,7 @@ class Draft:
     facts: dict[str, Any] = field(default_factory=dict)
     due_by: datetime | None = None
     at: datetime | None = None  # the clinical time of what triggered it
+    site: tuple[str, str] | None = None  # (measure, event_id) a lab rule judged; set by the engine
 
 
 class LabRule(Protocol):
