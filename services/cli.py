@@ -99,22 +99,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _rules(args: argparse.Namespace) -> int:
     import asyncio
 
-    from deploy.kafka.launcher import create_topics
-    from services.safety_rules.metrics import RulesMetrics
-    from services.safety_rules.rules_config import load_rules
+    from services.logs import configure
+    from services.safety_rules.service import serve
     from services.safety_rules.settings import RulesSettings
-    from services.safety_rules.worker import build_app, internal_topics
 
-    settings = RulesSettings()
-    app = build_app(settings, load_rules(settings.rules_file), RulesMetrics()).app
-    # internal topics exist before the worker subscribes (see internal_topics)
-    asyncio.run(create_topics(settings.kafka_bootstrap, internal_topics(settings)))
-    # faust's own worker command: recovery of tables, graceful shutdown on SIGTERM/SIGINT
-    sys.argv = ["safety-monitor rules", "worker", "--loglevel", "info", *args.faust_args]
-    if not settings.rules_web_enabled:
-        sys.argv.append("--without-web")
-    app.main()
-    return 0
+    configure("safety_rules")
+    return asyncio.run(serve(RulesSettings()))
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -362,9 +352,8 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--pdf", help="also print it to this PDF with headless Chromium")
     report.set_defaults(func=_report)
 
-    rules = sub.add_parser("rules", help="the safety rules stream worker (faust)")
+    rules = sub.add_parser("rules", help="the safety rules stream worker")
     rules.add_argument("action", choices=["worker"])
-    rules.add_argument("faust_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     rules.set_defaults(func=_rules)
 
     ev = sub.add_parser("evaluate", help="run the safety rules offline over a JSONL event file")

@@ -52,12 +52,33 @@ class RulesMetrics:
         )
         self.event_to_alert_seconds = Histogram(
             "safety_monitor_rules_event_to_alert_seconds",
-            "From the event's recorded_at to its alert being produced",
+            "From the event's recorded_at to its alert acknowledged by Kafka (event rules only)",
             registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
         )
         self.ready = Gauge(
             "safety_monitor_rules_ready",
-            "1 when partitions are assigned and tables recovered",
+            "1 when partitions are assigned and claimed, none stalled, the last batch committed",
+            registry=r,
+        )
+        self.lag = Gauge(
+            "safety_monitor_rules_consumer_lag",
+            "Messages on the owned partitions not yet processed (end offset minus committed)",
+            ["topic"],
+            registry=r,
+        )
+        self.stalled = Gauge(
+            "safety_monitor_rules_stalled_partitions",
+            "Owned partitions with lag and no progress for RULES_STALL_S",
+            registry=r,
+        )
+        self.batch_failures = Counter(
+            "safety_monitor_rules_batch_failures_total",
+            "Batches not committed (a produce, the database or the engine failed); retried",
+            registry=r,
+        )
+        self.fenced = Counter(
+            "safety_monitor_rules_fenced_total",
+            "Batches refused because another worker had claimed the partition",
             registry=r,
         )

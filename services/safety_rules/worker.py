@@ -1,42 +1,51 @@
-"""The faust worker: decode, call the pure engine, produce. No rule logic lives here.
+"""The rules worker: consume, call the pure engine, produce, commit. No rule logic lives here.
 
-Topics: trial.events in; safety.alerts, safety.alert-lifecycle (alert.withdrawn, when a correction
-removes an alert's evidence) and trial.dead-letter out. State lives in faust tables
-backed by changelog topics, so a restarted worker resumes where it was. Agents run with
-concurrency 1 (faust issue #606: with more, offsets can be committed past messages still in
-flight) and the worker scales by partitions. Correctness does not rest on faust's exactly-once:
-alert ids are deterministic, the engine drops events it has seen, and every consumer downstream
-is idempotent by alert_id / event_id.
+Topics: trial.events in; safety.alerts, safety.alert-lifecycle (alert.withdrawn) and
+trial.dead-letter out; `<app>-trial-signals` (one partition) carries each AE to the trial-level
+stopping rule, which the owner of that partition folds.
 
-Time-based rules need a table write outside any stream, which faust refuses, so a timer sends a
-tick per known participant to an internal ticks topic (co-partitioned with trial.events: same
-key, same partition count) and the tick agent evaluates them in stream context.
+Why not faust (issue 13, `tests/faults/`): with faust the worker lost alerts for good after a
+SIGKILL in a two-worker group (offsets committed past events never folded into its tables) and
+stalled silently on 11 of 12 partitions after restarts (faust-streaming #629 and #523 are open;
+#216 and #502 are the same family). The guarantee here is stated and tested instead:
+
+- **One transaction per batch** holds the participants' state and each partition's next offset
+  (`adapters/store.py`); Kafka's group offsets are committed after it, for lag monitoring only.
+  A worker resumes from the database, so a crash anywhere replays from the last batch committed.
+- **Alerts before state**: every alert, withdrawal, trial signal and dead letter of a batch is
+  produced (acks=all, idempotent) and acknowledged before the transaction. A crash in between
+  repeats them with the same ids and the same bytes (the engine is deterministic), which every
+  consumer drops by event_id. An alert is never lost and never altered.
+- **Fencing**: a partition's writes are conditional on the epoch its owner claimed at assignment,
+  so a worker that lost a partition cannot write it after the new owner started.
+- **Liveness**: each owned partition with lag and no progress for `RULES_STALL_S` fails /readyz
+  and raises a gauge; the worker seeks it again, and exits for its supervisor after twice that.
+
+Time-based rules run at `RULES_TICK_SECONDS` over the participants the worker owns, under the
+same lock as batches, with the same commit.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
+import os
+import random
+import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-import faust
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
-from contracts import (
-    AlertRaised,
-    AlertWithdrawn,
-    ClinicalEvent,
-    InvalidEvent,
-    decode,
-    encode,
-    key_for,
-)
-from contracts.events import FieldError
-from contracts.topics import ALERT_LIFECYCLE, DEAD_LETTER, SAFETY_ALERTS, TRIAL_EVENTS, Topic
-from services.logs import dict_config
+from contracts import AlertRaised, AlertWithdrawn, InvalidEvent, encode, key_for
+from contracts.dead_letters import accept, dead_letter
+from contracts.topics import ALERT_LIFECYCLE, DEAD_LETTER, TRIAL_EVENTS, Topic
+from services.safety_rules.adapters.store import TP, Commit, Fenced, RulesStore
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.engine import evaluate, evaluate_trial, tick
 from services.safety_rules.domain.state import ParticipantState
@@ -45,209 +54,502 @@ from services.safety_rules.metrics import RulesMetrics
 from services.safety_rules.settings import RulesSettings
 
 log = logging.getLogger("safety_rules.worker")
-RAW: dict[str, Any] = {
-    "key_type": bytes,
-    "value_type": bytes,
-    "key_serializer": "raw",
-    "value_serializer": "raw",
-}
-
-
-def dead_letter(raw: bytes | None, reason: str, topic: str, partition: int, offset: int) -> bytes:
-    """What goes to trial.dead-letter: the reason, where it came from, the original bytes."""
-    return json.dumps(
-        {
-            "reason": reason,
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "original": (raw or b"").decode("utf-8", errors="replace"),
-        }
-    ).encode()
-
-
-def clinical(raw: bytes | None) -> ClinicalEvent:
-    """The clinical event in `raw`, or InvalidEvent (an alert on trial.events is invalid too)."""
-    event = decode(raw or b"")
-    if event.event_type not in TRIAL_EVENTS.event_types:
-        raise InvalidEvent(
-            [FieldError("event_type", f"{event.event_type} does not belong on trial.events")]
-        )
-    return event  # type: ignore[return-value]
+CONSUMER = "safety_rules"
 
 
 def internal_topics(settings: RulesSettings) -> tuple[Topic, ...]:
-    """The worker's own topics (ticks, trial signals, table changelogs), named as faust names
-    them. They are created before the worker subscribes: when faust declares them itself, the
-    first rebalance of a new app id can run before they exist, and the assignor then ignores
-    them ("Ignoring missing topic") until the next rebalance: ticks and the stopping rule stall.
-    """
-    app, n = settings.rules_app_id, settings.partitions
-    compact = {"cleanup.policy": "compact"}
+    """The worker's own topic, created before it subscribes: a group whose first assignment
+    runs before a topic exists ignores that topic until the next rebalance."""
     return (
-        Topic(f"{app}-ticks", "time ticks per participant", "participant_id", (), n),
-        Topic(f"{app}-trial-signals", "AE signals for the stopping rule", "trial_id", (), 1),
-        Topic(f"{app}-participants-changelog", "participant state", "participant_id", (), n,
-              compact),
-        Topic(f"{app}-trials-changelog", "trial state", "trial_id", (), 1, compact),
-    )  # fmt: skip
+        Topic(
+            settings.signals_topic,
+            "AE signals for the stopping rule",
+            "trial_id",
+            (),
+            1,
+            {"retention.ms": "-1", "cleanup.policy": "delete"},
+        ),
+    )
+
+
+class BatchFailed(Exception):
+    """The batch could not be completed; nothing of it was committed."""
 
 
 @dataclass
-class RulesApp:
-    """The faust app and the parts tests reach for: its topics, tables and agents."""
+class Owned:
+    """A partition this worker claimed: the epoch that fences its writes, the next offset."""
 
-    app: faust.App
-    topics: dict[str, faust.TopicT]
-    tables: dict[str, faust.types.TableT[Any, Any]]
-    agents: dict[str, faust.types.AgentT[Any]]
+    epoch: int
+    next_offset: int | None  # None: nothing read yet, start at the beginning
+    progress_at: float = field(default_factory=time.monotonic)
+    reseeked_at: int | None = None
+    stalled_since: float | None = None
 
 
-def build_app(settings: RulesSettings, cfg: RulesConfig, metrics: RulesMetrics) -> RulesApp:
-    app = faust.App(
-        settings.rules_app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",  # rebuilt from the changelog topics at start
-        datadir=str(settings.rules_data_dir),
-        topic_replication_factor=1,
-        table_standby_replicas=0,
-        topic_partitions=settings.partitions,
-        topic_allow_declare=True,
-        web_enabled=settings.rules_web_enabled,
-        web_port=settings.rules_web_port,
-        web_bind=settings.rules_web_bind,
-        producer_acks=-1,
-        broker_session_timeout=settings.rules_session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.rules_session_timeout_s / 3),
-        consumer_auto_offset_reset="earliest",
-        logging_config=dict_config("safety_rules"),
-    )
-    events = app.topic(TRIAL_EVENTS.name, **RAW)
-    alerts = app.topic(SAFETY_ALERTS.name, **RAW)
-    lifecycle = app.topic(ALERT_LIFECYCLE.name, **RAW)
-    dead = app.topic(DEAD_LETTER.name, **RAW)
-    ticks = app.topic(
-        f"{settings.rules_app_id}-ticks", partitions=settings.partitions, internal=True, **RAW
-    )
-    signals = app.topic(
-        f"{settings.rules_app_id}-trial-signals", partitions=1, internal=True, **RAW
-    )
-    # bytes key and value types make faust use the raw codec for the table and its changelog
-    participants = app.Table(
-        "participants", partitions=settings.partitions, key_type=bytes, value_type=bytes
-    )
-    trials = app.Table("trials", partitions=1, key_type=bytes, value_type=bytes)
+class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        settings: RulesSettings,
+        cfg: RulesConfig,
+        metrics: RulesMetrics,
+        store: RulesStore,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings, self.cfg, self.metrics, self.store, self.clock = (
+            settings, cfg, metrics, store, clock,
+        )  # fmt: skip
+        self.events_topic = settings.events_topic
+        self.signals_topic = settings.signals_topic
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.lock = asyncio.Lock()
+        self.owned: dict[TP, Owned] = {}
+        self.cache: dict[int, dict[str, ParticipantState]] = {}  # events partition -> states
+        self.trials: dict[str, TrialState] = {}
+        self.unclaimed: set[TP] = set()
+        self.rebalancing = True
+        self.poisoned: set[tuple[str, int, int]] = set()
+        self.failures = 0
+        self.exit_code = 0
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
 
-    async def publish(raised: list[AlertRaised]) -> None:
-        """Produces the alerts and waits for the broker's ack. Called before the state that
-        records them is written: a crash in between replays the event and raises the same
-        alert (same id, same bytes) again, which consumers drop; an alert is never lost."""
-        for alert in raised:
-            delivered = await alerts.send(key=key_for(alert), value=encode(alert))
-            await delivered
-            metrics.alerts.labels(alert.rule_id, alert.severity.value).inc()
-            lag = datetime.now(UTC) - alert.recorded_at
-            metrics.event_to_alert_seconds.observe(max(0.0, lag.total_seconds()))
-            fields = {"rule_id": alert.rule_id, "severity": alert.severity.value}
-            log.info("alert raised", extra={**fields, "alert_id": str(alert.alert_id)})
+    # -- readiness ---------------------------------------------------------------------------
 
-    async def withdraw(withdrawn: list[AlertWithdrawn]) -> None:
-        """Before the state that records them, like alerts: a repeat is the same bytes."""
-        for w in withdrawn:
-            await (await lifecycle.send(key=key_for(w), value=encode(w)))
-            metrics.withdrawn.labels(w.rule_id).inc()
-
-    @app.agent(events, concurrency=1)
-    async def on_event(stream: faust.StreamT[Any]) -> None:
-        async for message in stream.events():
-            m = message.message
-            try:
-                event = clinical(message.value)
-            except InvalidEvent as e:
-                metrics.dead_letters.inc()
-                log.warning("dead-lettered %s[%s]@%s: %s", m.topic, m.partition, m.offset, e)
-                body = dead_letter(message.value, str(e), m.topic, m.partition, m.offset)
-                await dead.send(key=message.key, value=body)
-                continue
-            current = participants.get(message.key)
-            state = ParticipantState.from_json(current) if current else ParticipantState()
-            started = time.perf_counter()
-            out = evaluate(state, event, cfg)
-            metrics.evaluate_seconds.observe(time.perf_counter() - started)
-            if out.duplicate:
-                metrics.duplicates.inc()
-                continue
-            metrics.events.labels(event.event_type).inc()
-            await publish(out.alerts)
-            await withdraw(out.withdrawn)
-            for s in out.signals:
-                await (
-                    await signals.send(key=s.trial_id.encode(), value=s.model_dump_json().encode())
-                )
-            participants[message.key] = out.state.to_json()
-
-    @app.agent(ticks, concurrency=1)
-    async def on_tick(stream: faust.StreamT[Any]) -> None:
-        async for key, raw in stream.items():
-            current = participants.get(key)
-            if not current:
-                continue
-            metrics.ticks.inc()
-            state = ParticipantState.from_json(current)
-            first_tick = state.last_tick is None
-            out = tick(state, _instant(raw), cfg)
-            if out.alerts:
-                await publish(out.alerts)
-            if out.alerts or first_tick:
-                # the tick time is kept: a later dose correction re-judges overdue visits at it
-                participants[key] = out.state.to_json()
-
-    @app.agent(signals, concurrency=1)
-    async def on_signal(stream: faust.StreamT[Any]) -> None:
-        async for key, raw in stream.items():
-            current = trials.get(key)
-            state = TrialState.model_validate_json(current) if current else TrialState()
-            out = evaluate_trial(state, TrialSignal.model_validate_json(raw), cfg)
-            await publish(out.alerts)
-            if out.state is not state:
-                trials[key] = out.state.model_dump_json().encode()
-
-    @app.timer(settings.rules_tick_seconds)  # type: ignore[untyped-decorator]
-    async def clock() -> None:
-        # The one place the wall clock is read; the engine gets it as an argument.
-        now = datetime.now(UTC).isoformat().encode()
-        for key in list(participants.keys()):
-            await ticks.send(key=key, value=now)
-
-    def ready() -> bool:
-        ok = not app.rebalancing and app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-        metrics.ready.set(1 if ok else 0)
+    def ready(self) -> bool:
+        stalled = any(o.stalled_since is not None for o in self.owned.values())
+        ok = (
+            self.consumer is not None
+            and not self.rebalancing
+            and not self.unclaimed
+            and not stalled
+            and self.failures == 0
+        )
+        self.metrics.ready.set(1 if ok else 0)
         return ok
 
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
+    # -- the rebalance listener: called by aiokafka's coordinator around each rebalance --------
 
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        ok = ready()
-        return web.json({"ready": ok}, status=200 if ok else 503)
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # waits for the batch in flight: it commits (or fails) before the partitions go
+        async with self.lock:
+            self.rebalancing = True
+            for tp in revoked:
+                self.owned.pop((tp.topic, tp.partition), None)
+            self.unclaimed.clear()
 
-    @app.page("/metrics")
-    async def prometheus(web: Any, request: Any) -> Any:
-        ready()
-        # aiohttp refuses a charset inside content_type; the exposition format is utf-8 anyway
-        content_type = CONTENT_TYPE_LATEST.split("; charset")[0]
-        return web.bytes(generate_latest(metrics.registry), content_type=content_type)
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.lock:
+            self.unclaimed = {(tp.topic, tp.partition) for tp in assigned}
+            try:
+                await self._claim()
+            except Exception:  # the database is down: the main loop claims again
+                log.exception("could not claim the assigned partitions; retrying")
+            self.rebalancing = False
 
-    return RulesApp(
-        app=app,
-        topics={"events": events, "alerts": alerts, "lifecycle": lifecycle, "dead_letter": dead,
-                "ticks": ticks, "signals": signals},
-        tables={"participants": participants, "trials": trials},
-        agents={"on_event": on_event, "on_tick": on_tick, "on_signal": on_signal},
-    )  # fmt: skip
+    async def _claim(self) -> None:
+        """Claims the unclaimed partitions, loads their state, seeks each to its stored offset."""
+        consumer = self._consumer()
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        wanted = self.unclaimed & assigned
+        self.unclaimed &= assigned
+        if not wanted:
+            return
+        claims = await self.store.claim(wanted, self.owner)
+        await self._load(wanted)
+        for tp in wanted:
+            claim = claims[tp]
+            self.owned[tp] = Owned(claim.epoch, claim.next_offset)
+            if claim.next_offset is None:
+                await consumer.seek_to_beginning(TopicPartition(*tp))
+            else:
+                consumer.seek(TopicPartition(*tp), claim.next_offset)
+        self.unclaimed -= wanted
+        self._forget_unowned()
+        log.info(
+            "partitions claimed",
+            extra={"partitions": sorted(f"{t}[{p}]" for t, p in wanted), "owner": self.owner},
+        )
 
+    # -- the main loop -----------------------------------------------------------------------
 
-def _instant(raw: bytes) -> datetime:
-    return datetime.fromisoformat(raw.decode())
+    async def run(self, stop: asyncio.Event) -> int:
+        s = self.settings
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap,
+            group_id=s.rules_app_id,
+            group_instance_id=s.rules_instance_id,
+            client_id=f"{s.rules_app_id}-{self.owner}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=int(s.rules_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, s.rules_session_timeout_s / 3) * 1000),
+            max_partition_fetch_bytes=2 * 1024 * 1024,
+        )
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            request_timeout_ms=30000,
+        )
+        await self.store.migrate()
+        await self.producer.start()
+        await self.consumer.start()
+        self.consumer.subscribe([self.events_topic, self.signals_topic], listener=self)
+        watcher = asyncio.create_task(self._watch(stop))
+        next_tick = time.monotonic() + s.rules_tick_seconds
+        try:
+            while not stop.is_set():
+                if self.unclaimed:
+                    async with self.lock:
+                        await self._retry(self._claim)
+                fetched = await self.consumer.getmany(timeout_ms=200, max_records=s.rules_batch_max)
+                async with self.lock:
+                    if fetched:
+                        await self._retry(partial(self._process, fetched))
+                    if time.monotonic() >= next_tick:
+                        await self._retry(self._tick)
+                        next_tick = time.monotonic() + s.rules_tick_seconds
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await self.consumer.stop()  # leaves the group: the partitions move at once
+            await self.producer.stop()
+        return self.exit_code
+
+    async def _retry(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Runs a step; on failure resets what it touched and backs off (with jitter): progress
+        stops, with a clear error, rather than anything being skipped."""
+        try:
+            await step()
+            self.failures = 0
+        except Fenced as e:
+            log.warning("fenced: %s", e)
+            self.metrics.fenced.inc()
+            for tp in e.lost:
+                self.owned.pop(tp, None)
+            await self._reset()
+        except (BatchFailed, KafkaError, OSError, Exception) as e:
+            self.failures += 1
+            self.metrics.batch_failures.inc()
+            delay = min(30.0, 0.2 * 2 ** min(self.failures, 8)) * random.uniform(0.5, 1.0)
+            log.error(
+                "batch failed, nothing committed; retrying in %.1fs: %s: %s",
+                delay, type(e).__name__, e,
+            )  # fmt: skip
+            await self._reset()
+            await asyncio.sleep(delay)
+
+    async def _load(self, tps: set[TP]) -> None:
+        """State of these partitions as the database holds it (it may have moved on while
+        another worker owned them)."""
+        parts = sorted(p for t, p in tps if t == self.events_topic)
+        stored = await self.store.load_participants(parts)
+        for p in parts:
+            self.cache[p] = {pid: ParticipantState.from_json(raw) for pid, raw in stored[p].items()}
+        if (self.signals_topic, 0) in tps:
+            self.trials = {
+                k: TrialState.model_validate_json(v)
+                for k, v in (await self.store.load_trials()).items()
+            }
+
+    def _forget_unowned(self) -> None:
+        mine = {p for t, p in self.owned if t == self.events_topic}
+        for p in set(self.cache) - mine:
+            del self.cache[p]  # another worker owns it now; its state is theirs
+
+    async def _reset(self) -> None:
+        """Back to what the database holds for every owned partition: state and position."""
+        consumer = self._consumer()
+        self._forget_unowned()
+        try:
+            stored = await self.store.offsets()
+            await self._load(set(self.owned))
+        except Exception:
+            log.exception("could not read the stored state; every owned partition is re-claimed")
+            self.unclaimed |= set(self.owned)
+            self.owned.clear()
+            self.cache.clear()
+            return
+        assigned = {(t.topic, t.partition) for t in consumer.assignment()}
+        for tp, o in self.owned.items():
+            o.next_offset = stored.get(tp)
+            if tp not in assigned:
+                continue
+            if o.next_offset is None:
+                await consumer.seek_to_beginning(TopicPartition(*tp))
+            else:
+                consumer.seek(TopicPartition(*tp), o.next_offset)
+
+    async def _process(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        sends: list[Awaitable[Any]] = []
+        dirty: dict[str, int] = {}
+        trials_dirty: set[str] = set()
+        offsets: dict[TP, tuple[int, int]] = {}
+        counted: list[tuple[str, Any]] = []
+        for tp, records in fetched.items():
+            key = (tp.topic, tp.partition)
+            owned = self.owned.get(key)
+            if owned is None:
+                continue  # fetched before a rebalance took it away
+            if owned.next_offset is not None:
+                records = [r for r in records if r.offset >= owned.next_offset]
+                if not records:
+                    continue
+                if records[0].offset > owned.next_offset and owned.reseeked_at != owned.next_offset:
+                    # not where the database says to resume: read from there again, once
+                    # (a real gap, such as a transaction marker, is accepted the second time)
+                    log.warning(
+                        "fetched %s[%s] from %s, expected %s; seeking back",
+                        tp.topic, tp.partition, records[0].offset, owned.next_offset,
+                    )  # fmt: skip
+                    owned.reseeked_at = owned.next_offset
+                    self._consumer().seek(tp, owned.next_offset)
+                    continue
+            for r in records:
+                if tp.topic == self.events_topic:
+                    self._on_event(tp, r, sends, dirty, counted)
+                else:
+                    self._on_signal(tp, r, sends, trials_dirty, counted)
+            offsets[key] = (owned.epoch, records[-1].offset + 1)
+        if not offsets:
+            return
+        await self._commit(sends, offsets, dirty, trials_dirty)
+        for key, (_, next_offset) in offsets.items():
+            owned = self.owned[key]
+            owned.next_offset, owned.progress_at, owned.stalled_since = (
+                next_offset, time.monotonic(), None,
+            )  # fmt: skip
+        self._count(counted)
+        await self._commit_group_offsets(offsets)
+
+    async def _commit(
+        self,
+        sends: list[Awaitable[Any]],
+        offsets: dict[TP, tuple[int, int]],
+        dirty: dict[str, int],
+        trials_dirty: set[str],
+    ) -> None:
+        """Every produce acknowledged, then state and offsets in one transaction."""
+        if sends:
+            await asyncio.gather(*sends)
+        await self.store.commit(
+            Commit(
+                offsets=offsets,
+                participants={pid: (p, self.cache[p][pid].to_json()) for pid, p in dirty.items()},
+                trials={k: self.trials[k].model_dump_json().encode() for k in trials_dirty},
+            )
+        )
+
+    async def _commit_group_offsets(self, offsets: dict[TP, tuple[int, int]]) -> None:
+        """Kafka's own record of progress, for lag monitoring; the database is the truth."""
+        assigned = {(t.topic, t.partition) for t in self._consumer().assignment()}
+        mine = {TopicPartition(*k): n for k, (_, n) in offsets.items() if k in assigned}
+        try:
+            if mine:
+                await self._consumer().commit(mine)
+        except KafkaError as e:
+            log.info("group offset commit skipped (%s); the database holds the position", e)
+
+    def _send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        async def send() -> Any:
+            return await (await self._producer().send(topic, value, key=key))
+
+        return send()
+
+    def _dead_letter(self, tp: TopicPartition, r: Any, reason: str, sends: list[Any]) -> None:
+        body = dead_letter(
+            r.value, reason, consumer=CONSUMER, topic=tp.topic, partition=tp.partition,
+            offset=r.offset,
+        )  # fmt: skip
+        sends.append(self._send(DEAD_LETTER.name, r.key, body))
+        log.warning("dead-lettered %s[%s]@%s: %s", tp.topic, tp.partition, r.offset, reason)
+
+    def _on_event(
+        self,
+        tp: TopicPartition,
+        r: Any,
+        sends: list[Any],
+        dirty: dict[str, int],
+        counted: list[tuple[str, Any]],
+    ) -> None:
+        try:
+            event = accept(r.value, TRIAL_EVENTS)
+        except InvalidEvent as e:
+            self._dead_letter(tp, r, str(e), sends)
+            counted.append(("dead_letter", None))
+            return
+        where = (tp.topic, tp.partition, r.offset)
+        if where in self.poisoned:
+            self._dead_letter(tp, r, "the rules engine failed on this event", sends)
+            counted.append(("dead_letter", None))
+            return
+        states = self.cache[tp.partition]
+        pid = event.participant_id or ""  # every clinical event names its participant
+        state = states.get(pid) or ParticipantState()
+        started = time.perf_counter()
+        try:
+            out = evaluate(state, event, self.cfg)  # type: ignore[arg-type]
+        except Exception as e:
+            # the state may be half-folded: the batch is reset, and on its retry this one
+            # event is dead-lettered instead (a bug must not stop the participants behind it)
+            self.poisoned.add(where)
+            log.exception("engine failed at %s[%s]@%s", tp.topic, tp.partition, r.offset)
+            raise BatchFailed(f"engine error {type(e).__name__}") from e
+        counted.append(("evaluate", time.perf_counter() - started))
+        if out.duplicate:
+            counted.append(("duplicate", None))
+            return
+        states[pid] = out.state
+        dirty[pid] = tp.partition
+        counted.append(("event", event.event_type))
+        self._publish(out.alerts, out.withdrawn, sends, counted)
+        for s in out.signals:
+            sends.append(
+                self._send(self.signals_topic, s.trial_id.encode(), s.model_dump_json().encode())
+            )
+
+    def _on_signal(
+        self,
+        tp: TopicPartition,
+        r: Any,
+        sends: list[Any],
+        trials_dirty: set[str],
+        counted: list[tuple[str, Any]],
+    ) -> None:
+        try:
+            signal = TrialSignal.model_validate_json(r.value or b"")
+        except ValueError as e:
+            self._dead_letter(tp, r, f"not a trial signal: {type(e).__name__}", sends)
+            counted.append(("dead_letter", None))
+            return
+        current = self.trials.get(signal.trial_id) or TrialState()
+        out = evaluate_trial(current, signal, self.cfg)
+        if out.state is not current:
+            self.trials[signal.trial_id] = out.state
+            trials_dirty.add(signal.trial_id)
+        self._publish(out.alerts, [], sends, counted)
+
+    def _publish(
+        self,
+        alerts: list[AlertRaised],
+        withdrawn: list[AlertWithdrawn],
+        sends: list[Any],
+        counted: list[tuple[str, Any]],
+    ) -> None:
+        for a in alerts:
+            sends.append(self._send(self.settings.alerts_topic, key_for(a), encode(a)))
+            counted.append(("alert", a))
+        for w in withdrawn:
+            sends.append(self._send(ALERT_LIFECYCLE.name, key_for(w), encode(w)))
+            counted.append(("withdrawn", w))
+
+    def _count(self, counted: list[tuple[str, Any]]) -> None:
+        """Metrics and logs for a committed batch (a failed batch counts nothing)."""
+        m = self.metrics
+        now = datetime.now(UTC)
+        for kind, x in counted:
+            if kind == "event":
+                m.events.labels(x).inc()
+            elif kind == "evaluate":
+                m.evaluate_seconds.observe(x)
+            elif kind == "duplicate":
+                m.duplicates.inc()
+            elif kind == "dead_letter":
+                m.dead_letters.inc()
+            elif kind == "withdrawn":
+                m.withdrawn.labels(x.rule_id).inc()
+            elif kind == "alert":
+                m.alerts.labels(x.rule_id, x.severity.value).inc()
+                if x.rule_id != "visit.overdue":  # a tick's alert is stamped with clinical time
+                    m.event_to_alert_seconds.observe(
+                        max(0.0, (now - x.recorded_at).total_seconds())
+                    )
+                log.info(
+                    "alert raised",
+                    extra={"rule_id": x.rule_id, "severity": x.severity.value,
+                           "alert_id": str(x.alert_id)},
+                )  # fmt: skip
+
+    async def _tick(self) -> None:
+        """Time-based rules over the owned participants, at the worker's clock."""
+        now = self.clock()
+        sends: list[Any] = []
+        dirty: dict[str, int] = {}
+        counted: list[tuple[str, Any]] = []
+        offsets: dict[TP, tuple[int, int]] = {}
+        for (t, p), owned in self.owned.items():
+            if t != self.events_topic or owned.next_offset is None or p not in self.cache:
+                continue
+            for pid, state in self.cache[p].items():
+                first = state.last_tick is None
+                out = tick(state, now, self.cfg)
+                self.metrics.ticks.inc()
+                if out.alerts or first:
+                    dirty[pid] = p
+                    offsets[(t, p)] = (owned.epoch, owned.next_offset)
+                self._publish(out.alerts, [], sends, counted)
+        if offsets:
+            await self._commit(sends, offsets, dirty, set())
+            self._count(counted)
+
+    # -- liveness ----------------------------------------------------------------------------
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """Per partition: lag, and progress. A partition with lag that has not moved for
+        RULES_STALL_S is stalled: /readyz fails, the gauge rises, the worker seeks it again;
+        still stalled at twice that, the worker exits for its supervisor to restart it."""
+        s = self.settings
+        while not stop.is_set():
+            await asyncio.sleep(min(5.0, s.rules_stall_s / 4))
+            try:
+                await self._check_progress(stop)
+            except KafkaError as e:
+                log.warning("could not read end offsets: %s", e)
+
+    async def _check_progress(self, stop: asyncio.Event) -> None:
+        consumer, s = self._consumer(), self.settings
+        owned = dict(self.owned)
+        if not owned:
+            return
+        ends = await consumer.end_offsets([TopicPartition(*tp) for tp in owned])
+        lag_by_topic: dict[str, int] = {}
+        stalled = 0
+        now = time.monotonic()
+        for tp, o in owned.items():
+            end = ends.get(TopicPartition(*tp), 0)
+            lag = max(0, end - (o.next_offset or 0))
+            lag_by_topic[tp[0]] = lag_by_topic.get(tp[0], 0) + lag
+            if lag == 0 or self.rebalancing:
+                o.progress_at, o.stalled_since = now, None
+                continue
+            if now - o.progress_at < s.rules_stall_s:
+                continue
+            stalled += 1
+            if o.stalled_since is None:
+                o.stalled_since = now
+                log.error(
+                    "partition %s[%s] stalled: %s behind, no progress for %.0fs; seeking again",
+                    tp[0], tp[1], lag, now - o.progress_at,
+                )  # fmt: skip
+                async with self.lock:
+                    if tp in self.owned and o.next_offset is not None:
+                        consumer.seek(TopicPartition(*tp), o.next_offset)
+            elif now - o.progress_at >= 2 * s.rules_stall_s:
+                log.critical("partition %s[%s] still stalled: exiting for a restart", *tp)
+                self.exit_code = 70
+                stop.set()
+        for topic, lag in lag_by_topic.items():
+            self.metrics.lag.labels(topic).set(lag)
+        self.metrics.stalled.set(stalled)
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        assert self.consumer is not None
+        return self.consumer
+
+    def _producer(self) -> AIOKafkaProducer:
+        assert self.producer is not None
+        return self.producer

@@ -1,4 +1,4 @@
-"""The faust worker on the real broker: alerts out, dead letters, restarts, ticks, scale-out."""
+"""The rules worker on the real broker: alerts out, dead letters, restarts, ticks, scale-out."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from contracts import AlertRaised, AlertWithdrawn, decode
+from contracts.dead_letters import original
 from tests.integration.kafka_io import produce, produce_raw, wait_for
 from tests.integration.safety_rules.worker_process import Worker
 from tests.unit.safety_rules.builders import DAY0, ParticipantBuilder, a_participant
@@ -57,9 +58,9 @@ async def test_alerts_survive_restarts_with_none_lost_or_repeated(
         dead = await wait_for(
             kafka, "trial.dead-letter", lambda m: any(k == pid.encode() for k, _ in m)
         )
-        letter = json.loads(next(v for k, v in dead if k == pid.encode()))
-        assert "event_id: is required" in letter["reason"]
-        assert letter["original"] == '{"event_type": "lab.resulted"}'
+        letter = next(v for k, v in dead if k == pid.encode())
+        assert "event_id: is required" in json.loads(letter)["reason"]
+        assert original(letter) == b'{"event_type": "lab.resulted"}'
     finally:
         assert worker.stop(signal.SIGTERM) is not None
 

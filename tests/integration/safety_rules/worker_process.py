@@ -15,11 +15,26 @@ from tests.integration.conftest import free_port
 
 
 class Worker:
-    def __init__(self, bootstrap: str, app_id: str, data_dir: Path, tick_s: float = 3600) -> None:
+    """One worker process. Workers with one app id share one database (their group's state):
+    a SQLite file under `data_dir` unless `database_url` names another."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        app_id: str,
+        data_dir: Path,
+        tick_s: float = 3600,
+        *,
+        database_url: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.log_path = data_dir / f"worker-{self.port}.log"
         env = {
             **os.environ,
+            "SAFETY_MONITOR_RULES_DATABASE_URL": database_url
+            or f"sqlite+aiosqlite:///{data_dir / app_id}.db",
+            **(extra_env or {}),
             "SAFETY_MONITOR_KAFKA_BOOTSTRAP": bootstrap,
             "SAFETY_MONITOR_RULES_APP_ID": app_id,
             "SAFETY_MONITOR_RULES_DATA_DIR": str(data_dir / f"w{self.port}"),

@@ -1,0 +1,261 @@
+"""The rules worker's state and consumed offsets, in one SQL database, written in one transaction.
+
+The audit projection's proven pattern, for a consumer group: each input partition has a row with
+the next offset to read and an *epoch*. A worker that is assigned a partition claims it (epoch + 1)
+and every later write for that partition is conditional on the epoch it claimed, so a worker that
+lost the partition (a rebalance it has not heard of yet, a paused process, a zombie) can no
+longer write it: its transaction is refused as a whole (`Fenced`), and the new owner carries on
+from what was committed. State and offsets move together or not at all.
+
+SQLite (the default; several worker processes on one machine share the file) and PostgreSQL
+(several machines). The participant state is derived data: an empty database is rebuilt by
+replaying `trial.events` from the start, which is kept forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    and_,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+log = logging.getLogger("safety_rules.store")
+
+metadata = MetaData()
+partitions = Table(
+    "rules_partitions",
+    metadata,
+    Column("topic", String(249), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=True),  # None: never read, start at the beginning
+    Column("epoch", BigInteger, nullable=False),
+    Column("owner", String(200), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+participants = Table(
+    "rules_participants",
+    metadata,
+    Column("participant_id", String(100), primary_key=True),
+    Column("partition", Integer, nullable=False, index=True),
+    Column("state", LargeBinary, nullable=False),
+)
+trials = Table(
+    "rules_trials",
+    metadata,
+    Column("trial_id", String(100), primary_key=True),
+    Column("state", LargeBinary, nullable=False),
+)
+
+TP = tuple[str, int]
+
+
+class Fenced(Exception):
+    """Another worker claimed these partitions since we did: nothing of the batch was written."""
+
+    def __init__(self, lost: list[TP]) -> None:
+        super().__init__(f"partitions claimed by another worker: {sorted(lost)}")
+        self.lost = lost
+
+
+@dataclass(frozen=True)
+class Claim:
+    epoch: int
+    next_offset: int | None
+
+
+@dataclass
+class Commit:
+    """One batch's writes: each partition's next offset under the epoch claimed for it, and the
+    states it changed (participant id -> (partition, state); trial id -> state)."""
+
+    offsets: dict[TP, tuple[int, int]]  # tp -> (epoch, next_offset)
+    participants: dict[str, tuple[int, bytes]]
+    trials: dict[str, bytes]
+
+
+def _insert(conn: AsyncConnection) -> Any:
+    """INSERT with ON CONFLICT, in the connection's dialect."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+class RulesStore:
+    def __init__(self, url: str) -> None:
+        sqlite = url.startswith("sqlite")
+        self.engine: AsyncEngine = create_async_engine(
+            url, connect_args={"timeout": 60} if sqlite else {}
+        )
+        if sqlite:
+            _serialised_writes(self.engine)
+
+    async def migrate(self) -> None:
+        """Creates the tables once. Two workers starting together on a fresh database race to
+        create them; the loser's CREATE fails and it finds them made by the winner."""
+        for attempt in (1, 2):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+                return
+            except DBAPIError:
+                if attempt == 2:
+                    raise
+                log.info("tables created concurrently by another worker")
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def claim(self, tps: Iterable[TP], owner: str) -> dict[TP, Claim]:
+        """Takes ownership of `tps`: a new epoch for each, and where to resume reading."""
+        tps = sorted(tps)
+        if not tps:
+            return {}
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            insert = _insert(conn)
+            await conn.execute(
+                insert(partitions)
+                .values(
+                    [
+                        {
+                            "topic": t,
+                            "partition": p,
+                            "next_offset": None,
+                            "epoch": 0,
+                            "owner": owner,
+                            "updated_at": now,
+                        }
+                        for t, p in tps
+                    ]
+                )
+                .on_conflict_do_nothing()
+            )
+            for t, p in tps:
+                await conn.execute(
+                    update(partitions)
+                    .where(and_(partitions.c.topic == t, partitions.c.partition == p))
+                    .values(epoch=partitions.c.epoch + 1, owner=owner, updated_at=now)
+                )
+            rows = await conn.execute(select(partitions).where(_any_of(tps)))
+            return {(r.topic, r.partition): Claim(r.epoch, r.next_offset) for r in rows}
+
+    async def load_participants(
+        self, partition_numbers: Iterable[int]
+    ) -> dict[int, dict[str, bytes]]:
+        """partition -> participant id -> stored state, for each partition asked for."""
+        numbers = sorted(set(partition_numbers))
+        out: dict[int, dict[str, bytes]] = {n: {} for n in numbers}
+        if not numbers:
+            return out
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(participants).where(participants.c.partition.in_(numbers))
+            )
+            for r in rows:
+                out[r.partition][r.participant_id] = r.state
+        return out
+
+    async def load_trials(self) -> dict[str, bytes]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(trials))
+            return {r.trial_id: r.state for r in rows}
+
+    async def commit(self, batch: Commit) -> None:
+        """All of it or none: raises Fenced when any partition's epoch moved on."""
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            lost = []
+            for (t, p), (epoch, next_offset) in sorted(batch.offsets.items()):
+                done = await conn.execute(
+                    update(partitions)
+                    .where(
+                        and_(
+                            partitions.c.topic == t,
+                            partitions.c.partition == p,
+                            partitions.c.epoch == epoch,
+                        )
+                    )
+                    .values(next_offset=next_offset, updated_at=now)
+                )
+                if done.rowcount != 1:
+                    lost.append((t, p))
+            if lost:
+                raise Fenced(lost)  # rolls the transaction back
+            insert = _insert(conn)
+            await _upsert(
+                conn,
+                insert,
+                participants,
+                "participant_id",
+                [
+                    {"participant_id": pid, "partition": part, "state": state}
+                    for pid, (part, state) in sorted(batch.participants.items())
+                ],
+            )
+            await _upsert(
+                conn,
+                insert,
+                trials,
+                "trial_id",
+                [{"trial_id": k, "state": v} for k, v in sorted(batch.trials.items())],
+            )
+
+    async def offsets(self) -> dict[TP, int]:
+        """Each partition's next offset to read (what the worker has processed)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(partitions))
+            return {
+                (r.topic, r.partition): r.next_offset for r in rows if r.next_offset is not None
+            }
+
+
+async def _upsert(
+    conn: AsyncConnection, insert: Any, table: Table, key: str, rows: list[Mapping[str, Any]]
+) -> None:
+    if not rows:
+        return
+    stmt = insert(table)
+    changed = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != key}
+    await conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed), rows)
+
+
+def _any_of(tps: list[TP]) -> Any:
+    from sqlalchemy import or_
+
+    return or_(*(and_(partitions.c.topic == t, partitions.c.partition == p) for t, p in tps))
+
+
+def _serialised_writes(engine: AsyncEngine) -> None:
+    """SQLite with several worker processes: WAL for readers beside the writer, and each
+    transaction taking the write lock at BEGIN (IMMEDIATE), so two writers queue on the busy
+    timeout instead of failing when one upgrades a read lock."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
