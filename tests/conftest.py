@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from deploy.kafka.launcher import KafkaLauncher, KafkaSettings
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -41,3 +45,26 @@ def postgres_url() -> str:
     if not url:
         unavailable(f"{POSTGRES_ENV} is not set: no PostgreSQL to test against")
     return url
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launcher_in(state_dir: Path) -> KafkaLauncher:
+    return KafkaLauncher(
+        KafkaSettings(state_dir=state_dir, port=free_port(), controller_port=free_port())
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a running broker with the catalog's topics created."""
+    launcher = launcher_in(tmp_path_factory.mktemp("kafka"))
+    launcher.up()
+    try:
+        yield launcher.bootstrap
+    finally:
+        launcher.down(purge=True)

@@ -85,6 +85,7 @@ class Owned:
     progress_at: float = field(default_factory=time.monotonic)
     reseeked_at: int | None = None
     stalled_since: float | None = None
+    group_offset: int | None = None  # what Kafka's group offsets say (kept up by _watch)
 
 
 class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -353,6 +354,10 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self._consumer().commit(mine)
         except KafkaError as e:
             log.info("group offset commit skipped (%s); the database holds the position", e)
+            return
+        for tp, n in mine.items():
+            if (o := self.owned.get((tp.topic, tp.partition))) is not None:
+                o.group_offset = n
 
     def _send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
         async def send() -> Any:
@@ -545,6 +550,16 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         for topic, lag in lag_by_topic.items():
             self.metrics.lag.labels(topic).set(lag)
         self.metrics.stalled.set(stalled)
+        # a group commit skipped in a rebalance is made good here, so lag seen from outside
+        # (kafka-consumer-groups, Prometheus) reaches 0 when the work is done
+        behind = {
+            tp: (o.epoch, o.next_offset)
+            for tp, o in owned.items()
+            if o.next_offset is not None and o.group_offset != o.next_offset
+        }
+        if behind:
+            async with self.lock:
+                await self._commit_group_offsets(behind)
 
     def _consumer(self) -> AIOKafkaConsumer:
         assert self.consumer is not None

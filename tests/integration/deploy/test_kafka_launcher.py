@@ -11,7 +11,7 @@ import pytest
 
 from deploy.kafka import launcher as launcher_module
 from deploy.kafka.launcher import KafkaLauncher, KafkaSettings, LauncherError, _alive
-from tests.integration.conftest import free_port
+from tests.conftest import free_port
 
 
 def broker_pids(state_dir: Path) -> list[int]:

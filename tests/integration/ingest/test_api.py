@@ -9,7 +9,7 @@ from typing import Any
 
 from contracts import decode
 from deploy.kafka.launcher import KafkaLauncher
-from tests.integration.conftest import launcher_in
+from tests.conftest import launcher_in
 from tests.integration.contracts.test_kafka_roundtrip import consume_from
 from tests.integration.ingest.conftest import Api, make_api
 from tests.integration.safety_rules.test_worker import unique

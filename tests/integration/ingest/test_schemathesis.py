@@ -17,7 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.integration.conftest import free_port
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")

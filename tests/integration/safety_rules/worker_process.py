@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.integration.conftest import free_port
+from tests.conftest import free_port
 
 
 class Worker:
@@ -88,6 +88,12 @@ class Worker:
         self.log.close()
         return self.proc.returncode
 
+    def tail_bytes(self) -> bytes:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_bytes()
+
     def tail(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")[-4000:]

@@ -1,0 +1,69 @@
+"""`python -m tests.faults [--runs 20] [--participants 2000] [--json FILE]`: the fault table.
+
+Starts its own broker (in a temporary directory), runs each scenario `--runs` times, prints
+runs / lost / stalled / repeated / recovery seconds, and writes every run to a JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.conftest import launcher_in
+from tests.faults.harness import SCENARIOS, RunResult, run_once, table
+
+
+async def main(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[RunResult]:
+    results = []
+    for scenario in args.scenario or SCENARIOS:
+        for seed in range(args.runs):
+            r = await run_once(
+                scenario, bootstrap, workdir, participants=args.participants, seed=seed,
+                database_url=args.database_url,
+            )  # fmt: skip
+            results.append(r)
+            status = "ok" if r.passed else "FAILED"
+            print(
+                f"{scenario} #{seed}: {status} expected={r.expected} got={r.got} lost={r.lost} "
+                f"repeated={r.repeated} differing={r.differing} stalled={r.stalled} "
+                f"kills={r.mid_stream_kills}/{r.kills} recovery={r.recovery_s} {r.seconds}s "
+                f"{r.note}",
+                flush=True,
+            )
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m tests.faults")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--participants", type=int, default=2000)
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS)
+    parser.add_argument("--database-url", help="a PostgreSQL URL; default a SQLite file per run")
+    parser.add_argument("--json", default="benchmarks/results/faults.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        launcher = launcher_in(Path(tmp) / "kafka")
+        launcher.up()
+        try:
+            results = asyncio.run(main(args, launcher.bootstrap, Path(tmp)))
+        finally:
+            launcher.down(purge=True)
+    print(table(results))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(
+        json.dumps(
+            {
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+                "participants": args.participants,
+                "database": "postgresql" if args.database_url else "sqlite",
+                "runs": [r.as_dict() for r in results],
+            },
+            indent=2,
+        )
+    )

@@ -1,0 +1,35 @@
+"""The fault suite on the real broker: workers killed with SIGKILL on a backlog, alone, in a
+group of two, and during a rebalance; every run must lose nothing, stall nowhere, and repeat an
+alert only as the very same bytes. CI runs FAULT_RUNS runs per scenario (default 1); the note's
+table comes from `python -m tests.faults --runs 20`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import SCENARIOS, run_once, table
+
+RUNS = int(os.environ.get("FAULT_RUNS", "1"))
+PARTICIPANTS = int(os.environ.get("FAULT_PARTICIPANTS", "1000"))
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+async def test_no_alert_lost_or_altered_and_no_partition_stalled(
+    scenario: str, kafka: str, tmp_path: Path
+) -> None:
+    results = [
+        await run_once(scenario, kafka, tmp_path, participants=PARTICIPANTS, seed=seed)
+        for seed in range(RUNS)
+    ]
+    print("\n" + table(results))
+    for r in results:
+        assert r.expected > 500, "the workload raises alerts to lose"
+        assert r.mid_stream_kills >= 1, f"no kill landed mid-stream: {r}"
+        assert not r.stalled, r.note
+        assert (r.lost, r.unexpected, r.differing) == (0, 0, 0), r
+        assert r.got == r.expected
