@@ -75,6 +75,11 @@ CATALOG: tuple[Topic, ...] = (TRIAL_EVENTS, SAFETY_ALERTS, ALERT_LIFECYCLE, DEAD
 _BY_EVENT_TYPE = {t: topic for topic in CATALOG for t in topic.event_types}
 
 
+def topic_named(name: str) -> Topic | None:
+    """The catalog's entry for a topic name (None for a topic outside the catalog)."""
+    return next((t for t in CATALOG if t.name == name), None)
+
+
 def topic_for(event: AnyEvent) -> Topic:
     return _BY_EVENT_TYPE[event.event_type]
 

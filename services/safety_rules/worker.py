@@ -537,16 +537,16 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             if o.stalled_since is None:
                 o.stalled_since = now
                 log.error(
-                    "partition %s[%s] stalled: %s behind, no progress for %.0fs; seeking again",
+                    "partition %s[%s] stalled: %s behind, no progress for %.0fs",
                     tp[0], tp[1], lag, now - o.progress_at,
                 )  # fmt: skip
-                async with self.lock:
-                    if tp in self.owned and o.next_offset is not None:
+                if not self.lock.locked():  # no batch in flight: the fetch itself stopped
+                    if o.next_offset is None:
+                        await consumer.seek_to_beginning(TopicPartition(*tp))
+                    else:
                         consumer.seek(TopicPartition(*tp), o.next_offset)
-            elif now - o.progress_at >= 2 * s.rules_stall_s:
-                log.critical("partition %s[%s] still stalled: exiting for a restart", *tp)
-                self.exit_code = 70
-                stop.set()
+            elif now - o.progress_at >= 2 * s.rules_stall_s and not self.exit_code:
+                self._give_up(stop, tp)
         for topic, lag in lag_by_topic.items():
             self.metrics.lag.labels(topic).set(lag)
         self.metrics.stalled.set(stalled)
@@ -557,9 +557,18 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp, o in owned.items()
             if o.next_offset is not None and o.group_offset != o.next_offset
         }
-        if behind:
+        if behind and not self.lock.locked():
             async with self.lock:
                 await self._commit_group_offsets(behind)
+
+    def _give_up(self, stop: asyncio.Event, tp: TP) -> None:
+        """Still stalled after a seek: exit for the supervisor to restart the worker. What was
+        not committed is rolled back and read again by the next owner; nothing is skipped."""
+        log.critical("partition %s[%s] still stalled: exiting (70) for a restart", *tp)
+        self.exit_code = 70
+        stop.set()
+        # a batch stuck in the database or the broker would hold the loop: do not wait for it
+        asyncio.get_running_loop().call_later(self.settings.rules_stall_s, os._exit, 70)
 
     def _consumer(self) -> AIOKafkaConsumer:
         assert self.consumer is not None

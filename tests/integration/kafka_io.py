@@ -22,11 +22,13 @@ async def produce(bootstrap: str, events: list[AnyEvent]) -> None:
         await producer.stop()
 
 
-async def produce_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+async def produce_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> tuple[str, int, int]:
+    """Produces one message as given; returns where it landed (topic, partition, offset)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        await producer.send_and_wait(topic, value, key=key)
+        meta = await producer.send_and_wait(topic, value, key=key)
+        return topic, meta.partition, meta.offset
     finally:
         await producer.stop()
 

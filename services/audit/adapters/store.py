@@ -3,10 +3,11 @@ the same transaction, so a crash at any point neither skips nor repeats an event
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import Table, and_, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from contracts import AnyEvent, InvalidEvent, decode
+from contracts import AnyEvent, InvalidEvent
+from contracts.dead_letters import accept
+from contracts.events import FieldError
+from contracts.topics import topic_named
 from services.audit.adapters import tables as t
 from services.audit.domain.chain import (
     GENESIS,
@@ -49,6 +53,7 @@ class Appended:
     undecodable: int
     head_seq: int
     checkpoints: int
+    conflicts: int = 0  # an event_id already in the log, with other content
 
 
 def _upgrade(sync_connection: Any) -> None:
@@ -137,35 +142,44 @@ class AuditStore:
     ) -> Appended:
         """One transaction: new rows chained onto the head, read models, offsets, and a signed
         checkpoint each `checkpoint_every` rows."""
-        rows = dups = bad = checkpoints = 0
+        rows = dups = bad = checkpoints = conflicts = 0
         async with self.engine.begin() as conn:
             seq, prev = await self.head(conn)
             ids = []
             decoded: list[tuple[Incoming, AnyEvent | None, str]] = []
             for msg in batch:
+                topic = topic_named(msg.topic)
                 try:
-                    event: AnyEvent | None = decode(msg.value)
+                    if topic is None:
+                        raise InvalidEvent([FieldError("topic", f"{msg.topic} is not audited")])
+                    # the catalog decides: an alert.raised produced onto trial.events is refused
+                    event: AnyEvent | None = accept(msg.value, topic)
                     decoded.append((msg, event, ""))
                     ids.append(str(event.event_id))  # type: ignore[union-attr]
                 except InvalidEvent as e:
                     decoded.append((msg, None, str(e)))
-            known: set[str] = set()
+            known: dict[str, tuple[int, str]] = {}  # event_id -> (seq, canonical) in the log
             if ids:
                 found = await conn.execute(
-                    select(t.audit_log.c.event_id).where(t.audit_log.c.event_id.in_(ids))
-                )
-                known = {r.event_id for r in found}
+                    select(t.audit_log.c.event_id, t.audit_log.c.seq, t.audit_log.c.canonical)
+                    .where(t.audit_log.c.event_id.in_(ids))
+                )  # fmt: skip
+                known = {r.event_id: (r.seq, r.canonical) for r in found}
             for msg, event, why in decoded:
                 if event is None:
                     bad += await self._undecodable(conn, msg, why)
                     continue
                 eid = str(event.event_id)
-                if eid in known:
-                    dups += 1
-                    continue
-                known.add(eid)
-                seq += 1
                 canonical = _canon(event)  # one canonical form, whatever the producer wrote
+                if eid in known:
+                    first_seq, first = known[eid]
+                    if canonical == first:
+                        dups += 1
+                    else:  # never replaces the first, never dropped in silence
+                        conflicts += await self._conflict(conn, msg, eid, first_seq, canonical)
+                    continue
+                seq += 1
+                known[eid] = (seq, canonical)
                 h = row_hash(prev, seq, msg.topic, msg.partition, msg.offset, eid, canonical)
                 await conn.execute(
                     insert(t.audit_log).values(
@@ -192,7 +206,7 @@ class AuditStore:
                 if signer is not None and seq % checkpoint_every == 0:
                     checkpoints += await self._checkpoint(conn, signer, seq, h)
             await self._advance(conn, batch)
-        return Appended(rows, dups, bad, seq, checkpoints)
+        return Appended(rows, dups, bad, seq, checkpoints, conflicts)
 
     async def checkpoint_head(self, signer: Ed25519PrivateKey) -> bool:
         """Signs the head if it is not signed yet (on shutdown, or when the stream goes idle)."""
@@ -235,11 +249,43 @@ class AuditStore:
                 topic=msg.topic,
                 partition=msg.partition,
                 offset=msg.offset,
-                reason=why,
-                raw=msg.value.decode("utf-8", errors="replace"),
+                reason=_text(why),
+                raw=_text(msg.value.decode("utf-8", errors="replace")),
+                raw_base64=base64.b64encode(msg.value).decode(),
             )
         )
         return 1
+
+    async def _conflict(
+        self, conn: AsyncConnection, msg: Incoming, event_id: str, first_seq: int, canonical: str
+    ) -> int:
+        key = and_(
+            t.audit_conflicts.c.topic == msg.topic,
+            t.audit_conflicts.c.partition == msg.partition,
+            t.audit_conflicts.c.offset == msg.offset,
+        )
+        if (await conn.execute(select(t.audit_conflicts.c.offset).where(key))).first():
+            return 0
+        await conn.execute(
+            insert(t.audit_conflicts).values(
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                event_id=event_id,
+                first_seq=first_seq,
+                canonical=canonical,
+                seen_at=datetime.now(UTC),
+            )
+        )
+        return 1
+
+    async def conflicts(self) -> list[dict[str, Any]]:
+        """Messages that reused an event_id with other content, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.audit_conflicts).order_by(t.audit_conflicts.c.first_seq)
+            )
+            return [dict(r._mapping) for r in rows]
 
     async def _advance(self, conn: AsyncConnection, batch: list[Incoming]) -> None:
         last: dict[tuple[str, int], int] = {}
@@ -297,8 +343,22 @@ class AuditStore:
             return [Checkpoint(r.seq, r.head_hash, r.key_id, r.signature) for r in rows]
 
     async def verify(self, trusted: dict[str, Ed25519PublicKey]) -> Verdict:
+        """The chain, then the conflicts: a reuse of an event_id with other content fails
+        verification (the first stands, but someone wrote a second version of a fact)."""
         rows = [r async for r in self.chain()]
-        return verify(rows, await self.checkpoints(), trusted)
+        verdict = verify(rows, await self.checkpoints(), trusted)
+        conflicts = await self.conflicts()
+        if not verdict.ok or not conflicts:
+            return verdict
+        first = conflicts[0]
+        return replace(
+            verdict,
+            ok=False,
+            first_broken_seq=first["first_seq"],
+            reason=f"{len(conflicts)} message(s) reuse an event_id with other content; first: "
+            f"{first['event_id']} at {first['topic']}[{first['partition']}]@{first['offset']}",
+            conflicts=len(conflicts),
+        )
 
     async def count(self) -> int:
         async with self.engine.connect() as conn:
@@ -327,6 +387,11 @@ class AuditStore:
                     (dict(r) for r in rows), key=lambda r: repr(sorted(r.items()))
                 )
         return out
+
+
+def _text(s: str) -> str:
+    """Text any database stores (PostgreSQL refuses NUL in text); the bytes are kept in base64."""
+    return s.replace("\x00", "\ufffd")
 
 
 def _canon(event: AnyEvent) -> str:

@@ -60,7 +60,21 @@ audit_undecodable = Table(
     Column("partition", Integer, primary_key=True),
     Column("offset", BigInteger, primary_key=True),
     Column("reason", Text, nullable=False),
-    Column("raw", Text, nullable=False),
+    Column("raw", Text, nullable=False),  # readable text (undecodable bytes replaced)
+    Column("raw_base64", Text, nullable=True),  # the exact bytes (from migration 0003)
+)
+# A message reusing an event_id already in the log with other content: kept beside the log,
+# never replacing the first, and reported by `audit verify`.
+audit_conflicts = Table(
+    "audit_conflicts",
+    metadata,
+    Column("topic", String(100), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("offset", BigInteger, primary_key=True),
+    Column("event_id", String(36), nullable=False, index=True),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("canonical", Text, nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
 )
 
 audit_tokens = Table(

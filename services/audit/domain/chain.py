@@ -108,6 +108,7 @@ class Verdict:
     checkpoints: int
     first_broken_seq: int | None = None
     reason: str | None = None
+    conflicts: int = 0  # messages that reused an event_id with other content
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -116,6 +117,7 @@ class Verdict:
             "checkpoints_verified": self.checkpoints,
             "first_broken_seq": self.first_broken_seq,
             "reason": self.reason,
+            "conflicts": self.conflicts,
         }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from contracts import encode
+from contracts import AlertRaised, Severity, encode, topic_for
 from services.audit.adapters.store import AuditStore, Incoming
 from services.audit.domain.chain import key_id
 from services.audit.projection import lag, project
@@ -64,7 +65,7 @@ async def test_the_same_events_replayed_twice_leave_the_tables_identical(
     assert snapshot[0] >= len(events)
     await produce(kafka, events)  # the same event_ids again: a replay on the topics
     await caught_up(kafka, audit_store)
-    batch = [Incoming("trial.events", 0, 10**9, encode(e)) for e in events]
+    batch = [Incoming(topic_for(e).name, 0, 10**9 + n, encode(e)) for n, e in enumerate(events)]
     result = await audit_store.append(batch)  # and a redelivery straight to the store
     assert result.rows == 0 and result.duplicates == len(events)
     assert (await audit_store.count(), await audit_store.dump_read_models()) == snapshot
@@ -108,3 +109,40 @@ async def _tamper(store: AuditStore, url: str, statement: str) -> Any:
         else:
             await conn.execute(text("DROP TRIGGER audit_log_no_update"))
             await conn.execute(text(statement))
+
+
+async def test_the_catalog_decides_and_a_second_version_of_an_event_is_a_conflict(
+    audit_store: AuditStore,
+) -> None:
+    """An alert produced onto trial.events is refused; a forged copy of a real alert (same
+    event_id, severity lowered) on safety.alerts never replaces it, and verify names it."""
+    events = one_of_each(unique("CF"))
+    (alert,) = [e for e in events if isinstance(e, AlertRaised)][:1]
+    forged = alert.model_copy(update={"severity": Severity.INFO, "title": "nothing to see"})
+    garbage = b"\xff\xfe not utf-8 \x00"
+    result = await audit_store.append(
+        [
+            Incoming("trial.events", 0, 1, encode(forged)),  # the wrong topic for an alert
+            Incoming("trial.events", 0, 2, garbage),
+            Incoming("safety.alerts", 0, 1, encode(alert)),
+            Incoming("safety.alerts", 0, 2, encode(forged)),  # the same event_id, other content
+            Incoming("safety.alerts", 0, 3, encode(alert)),  # a true redelivery
+        ]
+    )
+    assert (result.rows, result.undecodable, result.conflicts, result.duplicates) == (1, 2, 1, 1)
+    async with audit_store.engine.connect() as conn:
+        severity = (await conn.execute(text("SELECT severity FROM rm_alerts"))).scalar_one()
+        refused = (
+            await conn.execute(
+                text('SELECT reason, raw_base64 FROM audit_undecodable ORDER BY "offset"')
+            )
+        ).all()
+    assert severity == alert.severity.value == "critical"
+    assert "alert.raised does not belong on trial.events" in refused[0].reason
+    assert base64.b64decode(refused[1].raw_base64) == garbage  # the exact bytes, kept
+    verdict = await audit_store.verify(TRUSTED)
+    assert not verdict.ok and verdict.conflicts == 1
+    assert str(alert.event_id) in (verdict.reason or "")
+    # the same conflicting message delivered again is not counted twice
+    again = await audit_store.append([Incoming("safety.alerts", 0, 2, encode(forged))])
+    assert again.conflicts == 0 and (await audit_store.verify(TRUSTED)).conflicts == 1

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import json
 import signal
+import sqlite3
+import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
 from contracts import AlertRaised, AlertWithdrawn, decode
 from contracts.dead_letters import original
-from tests.integration.kafka_io import produce, produce_raw, wait_for
+from contracts.topics import DEAD_LETTER
+from services.safety_rules.adapters.store import RulesStore
+from tests.integration.kafka_io import produce, produce_raw, read_topic, wait_for
 from tests.integration.safety_rules.worker_process import Worker
 from tests.unit.safety_rules.builders import DAY0, ParticipantBuilder, a_participant
 
@@ -186,3 +199,124 @@ async def test_late_data_raises_and_a_correction_withdraws_on_the_real_broker(
         assert worker.metric("safety_monitor_rules_alerts_withdrawn_total") == 2
     finally:
         worker.stop()
+
+
+async def test_any_bytes_are_dead_lettered_whole_and_a_letter_past_the_limit_points_back(
+    kafka: str, tmp_path: Path
+) -> None:
+    pid = unique("DL")
+    small, big = b"\xff\xfe\x00 not utf-8", bytes(range(256)) * (700 * 4)  # 700 KiB
+    worker = Worker(kafka, unique("rules"), tmp_path)
+    try:
+        worker.wait_ready()
+        await produce_raw(kafka, "trial.events", pid.encode(), small)
+        await produce_raw(kafka, "trial.events", pid.encode(), big)
+        await produce(kafka, a_participant(pid).enrolled().dosed(cells_per_kg=2e6).events())
+        dead = await wait_for(
+            kafka, "trial.dead-letter", lambda m: sum(k == pid.encode() for k, _ in m) >= 2
+        )
+        first, second = [json.loads(v) for k, v in dead if k == pid.encode()]
+        assert base64.b64decode(first["original_base64"]) == small
+        assert second["original_base64"] is None  # too big to carry: a pointer instead
+        assert second["original_size"] == len(big)
+        assert second["original_sha256"] == hashlib.sha256(big).hexdigest()
+        assert (second["topic"], second["consumer"]) == ("trial.events", "safety_rules")
+        source = await read_at(kafka, "trial.events", second["partition"], second["offset"])
+        assert source == big
+        # and the participant's own events behind the poison are evaluated
+        await wait_for(kafka, "safety.alerts", lambda m: bool(alerts_for(m, {pid})))
+        assert worker.metric("safety_monitor_rules_dead_letters_total") == 2
+    finally:
+        worker.stop()
+
+
+async def test_a_dead_letter_that_cannot_be_written_stops_the_partition_instead_of_skipping(
+    kafka: str, tmp_path: Path
+) -> None:
+    pid, app_id = unique("DW"), unique("rules")
+    store = RulesStore(f"sqlite+aiosqlite:///{tmp_path / app_id}.db")
+    worker = Worker(kafka, app_id, tmp_path)
+    try:
+        worker.wait_ready()
+        async with topic_config(kafka, "trial.dead-letter", {"max.message.bytes": "100"}):
+            poison = await produce_raw(kafka, "trial.events", pid.encode(), b'{"not": "event"}')
+            await produce(kafka, a_participant(pid).enrolled().dosed(cells_per_kg=2e6).events())
+            await until(lambda: worker.metric("safety_monitor_rules_batch_failures_total") >= 2)
+            assert worker.get("/readyz")[0] == 503
+            # nothing committed past the message whose letter could not be written
+            assert (await store.offsets()).get(poison[:2], 0) <= poison[2]
+        # the topic takes it again: the letter is written and the partition moves past it
+        await until(lambda: worker.get("/readyz")[0] == 200, 90)
+        letters = [v for k, v in await read_topic(kafka, "trial.dead-letter") if k == pid.encode()]
+        assert len(letters) == 1 and original(letters[0]) == b'{"not": "event"}'
+        assert (await store.offsets())[poison[:2]] > poison[2]
+        assert alerts_for(await read_topic(kafka, "safety.alerts"), {pid})
+    finally:
+        worker.stop()
+        await store.close()
+
+
+async def test_a_stalled_partition_fails_readiness_and_the_worker_exits_for_a_restart(
+    kafka: str, tmp_path: Path
+) -> None:
+    pid, app_id = unique("ST"), unique("rules")
+    db = tmp_path / f"{app_id}.db"
+    env = {"SAFETY_MONITOR_RULES_STALL_S": "3"}
+    worker = Worker(kafka, app_id, tmp_path, extra_env=env)
+    worker.wait_ready()
+    lock = sqlite3.connect(db, isolation_level=None, timeout=30)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")  # every commit of the worker now waits
+        await produce(kafka, a_participant(pid).enrolled().dosed(cells_per_kg=2e6).events())
+        await until(lambda: worker.get("/readyz")[0] == 503)
+        ready = json.loads(worker.get("/readyz")[1])
+        assert ready["stalled"] >= 1
+        assert worker.metric("safety_monitor_rules_stalled_partitions") >= 1
+        assert worker.proc.wait(timeout=60) == 70  # gave up: its supervisor restarts it
+        assert not alerts_for(await read_topic(kafka, "safety.alerts"), {pid})
+    finally:
+        lock.rollback()
+        lock.close()
+        worker.stop()
+    worker = Worker(kafka, app_id, tmp_path, extra_env=env)
+    try:
+        worker.wait_ready()
+        await wait_for(kafka, "safety.alerts", lambda m: bool(alerts_for(m, {pid})))
+    finally:
+        worker.stop()
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout_s}s")
+        await asyncio.sleep(0.2)
+
+
+async def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> bytes | None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        record = await consumer.getone()
+        return record.value  # type: ignore[no-any-return]
+    finally:
+        await consumer.stop()
+
+
+@asynccontextmanager
+async def topic_config(bootstrap: str, topic: str, configs: dict[str, str]) -> AsyncIterator[None]:
+    """A topic's configuration changed for the block, then removed again (back to default)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    resource = ConfigResourceType.TOPIC
+    try:
+        await admin.alter_configs([ConfigResource(resource, topic, configs=configs)])
+        yield
+    finally:
+        current = DEAD_LETTER.config if topic == DEAD_LETTER.name else {}
+        await admin.alter_configs([ConfigResource(resource, topic, configs=dict(current))])
+        await admin.close()
