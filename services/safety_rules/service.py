@@ -63,7 +63,7 @@ async def serve(settings: RulesSettings) -> int:
     # the worker's own topic exists before it subscribes (see internal_topics)
     await create_topics(settings.kafka_bootstrap, internal_topics(settings))
     metrics = RulesMetrics()
-    store = RulesStore(settings.rules_database_url)
+    store = RulesStore(settings.rules_database_url, settings.rules_app_id)
     worker = RulesWorker(settings, load_rules(settings.rules_file), metrics, store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

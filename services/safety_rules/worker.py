@@ -141,13 +141,13 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.unclaimed.clear()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        async with self.lock:
-            self.unclaimed = {(tp.topic, tp.partition) for tp in assigned}
-            try:
-                await self._claim()
-            except Exception:  # the database is down: the main loop claims again
-                log.exception("could not claim the assigned partitions; retrying")
-            self.rebalancing = False
+        # No I/O here: aiokafka sends no heartbeat until this returns, and a callback longer
+        # than the session timeout gets the worker expelled from the group it just joined.
+        # The partitions wait, paused, for the main loop to claim them.
+        self.unclaimed = {(tp.topic, tp.partition) for tp in assigned}
+        if assigned:
+            self._consumer().pause(*assigned)
+        self.rebalancing = False
 
     async def _claim(self) -> None:
         """Claims the unclaimed partitions, loads their state, seeks each to its stored offset."""
@@ -159,13 +159,10 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         claims = await self.store.claim(wanted, self.owner)
         await self._load(wanted)
+        at = await self._seek({tp: claims[tp].next_offset for tp in wanted})
         for tp in wanted:
-            claim = claims[tp]
-            self.owned[tp] = Owned(claim.epoch, claim.next_offset)
-            if claim.next_offset is None:
-                await consumer.seek_to_beginning(TopicPartition(*tp))
-            else:
-                consumer.seek(TopicPartition(*tp), claim.next_offset)
+            self.owned[tp] = Owned(claims[tp].epoch, at[tp])
+        consumer.resume(*(TopicPartition(*tp) for tp in wanted))
         self.unclaimed -= wanted
         self._forget_unowned()
         log.info(
@@ -204,16 +201,19 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         next_tick = time.monotonic() + s.rules_tick_seconds
         try:
             while not stop.is_set():
+                backoff = 0.0
                 if self.unclaimed:
                     async with self.lock:
-                        await self._retry(self._claim)
+                        backoff = await self._retry(self._claim)
                 fetched = await self.consumer.getmany(timeout_ms=200, max_records=s.rules_batch_max)
                 async with self.lock:
-                    if fetched:
-                        await self._retry(partial(self._process, fetched))
-                    if time.monotonic() >= next_tick:
-                        await self._retry(self._tick)
+                    if fetched and not backoff:
+                        backoff = await self._retry(partial(self._process, fetched))
+                    if time.monotonic() >= next_tick and not backoff:
+                        backoff = await self._retry(self._tick)
                         next_tick = time.monotonic() + s.rules_tick_seconds
+                if backoff:  # outside the lock: a rebalance need not wait for it
+                    await asyncio.sleep(backoff)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -221,28 +221,30 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.producer.stop()
         return self.exit_code
 
-    async def _retry(self, step: Callable[[], Awaitable[None]]) -> None:
-        """Runs a step; on failure resets what it touched and backs off (with jitter): progress
-        stops, with a clear error, rather than anything being skipped."""
+    async def _retry(self, step: Callable[[], Awaitable[None]]) -> float:
+        """Runs a step; on failure resets what it touched and returns how long to back off
+        (exponential, with jitter): progress stops, with a clear error, and nothing is skipped."""
         try:
             await step()
             self.failures = 0
+            return 0.0
         except Fenced as e:
             log.warning("fenced: %s", e)
             self.metrics.fenced.inc()
             for tp in e.lost:
                 self.owned.pop(tp, None)
             await self._reset()
-        except (BatchFailed, KafkaError, OSError, Exception) as e:
+            return 0.0
+        except Exception as e:
             self.failures += 1
             self.metrics.batch_failures.inc()
-            delay = min(30.0, 0.2 * 2 ** min(self.failures, 8)) * random.uniform(0.5, 1.0)
+            delay: float = min(30.0, 0.2 * 2 ** min(self.failures, 8)) * random.uniform(0.5, 1.0)
             log.error(
                 "batch failed, nothing committed; retrying in %.1fs: %s: %s",
                 delay, type(e).__name__, e,
             )  # fmt: skip
             await self._reset()
-            await asyncio.sleep(delay)
+            return delay
 
     async def _load(self, tps: set[TP]) -> None:
         """State of these partitions as the database holds it (it may have moved on while
@@ -264,7 +266,6 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _reset(self) -> None:
         """Back to what the database holds for every owned partition: state and position."""
-        consumer = self._consumer()
         self._forget_unowned()
         try:
             stored = await self.store.offsets()
@@ -275,15 +276,24 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.owned.clear()
             self.cache.clear()
             return
-        assigned = {(t.topic, t.partition) for t in consumer.assignment()}
+        at = await self._seek({tp: stored.get(tp) for tp in self.owned})
         for tp, o in self.owned.items():
-            o.next_offset = stored.get(tp)
-            if tp not in assigned:
-                continue
-            if o.next_offset is None:
-                await consumer.seek_to_beginning(TopicPartition(*tp))
-            else:
-                consumer.seek(TopicPartition(*tp), o.next_offset)
+            o.next_offset = at.get(tp, stored.get(tp))
+
+    async def _seek(self, positions: dict[TP, int | None]) -> dict[TP, int]:
+        """Seeks each assigned partition to its offset (None: its beginning, found in one
+        request; seek_to_beginning awaits a fetcher round per call, long enough in a rebalance
+        callback for the group to move on without this worker)."""
+        consumer = self._consumer()
+        assigned = {(t.topic, t.partition) for t in consumer.assignment()}
+        positions = {tp: n for tp, n in positions.items() if tp in assigned}
+        unknown = [TopicPartition(*tp) for tp, n in positions.items() if n is None]
+        begins = await consumer.beginning_offsets(unknown) if unknown else {}
+        out = {}
+        for tp, n in positions.items():
+            out[tp] = n if n is not None else begins[TopicPartition(*tp)]
+            consumer.seek(TopicPartition(*tp), out[tp])
+        return out
 
     async def _process(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         sends: list[Awaitable[Any]] = []
@@ -514,6 +524,8 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 await self._check_progress(stop)
             except KafkaError as e:
                 log.warning("could not read end offsets: %s", e)
+            except Exception:
+                log.exception("progress check failed")
 
     async def _check_progress(self, stop: asyncio.Event) -> None:
         consumer, s = self._consumer(), self.settings
@@ -541,10 +553,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     tp[0], tp[1], lag, now - o.progress_at,
                 )  # fmt: skip
                 if not self.lock.locked():  # no batch in flight: the fetch itself stopped
-                    if o.next_offset is None:
-                        await consumer.seek_to_beginning(TopicPartition(*tp))
-                    else:
-                        consumer.seek(TopicPartition(*tp), o.next_offset)
+                    await self._seek({tp: o.next_offset})
             elif now - o.progress_at >= 2 * s.rules_stall_s and not self.exit_code:
                 self._give_up(stop, tp)
         for topic, lag in lag_by_topic.items():

@@ -24,6 +24,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     Table,
     and_,
     event,
+    or_,
     select,
     update,
 )
@@ -40,9 +42,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 log = logging.getLogger("safety_rules.store")
 
 metadata = MetaData()
+# Every row belongs to one worker group (`RULES_APP_ID`): groups sharing a database never meet.
 partitions = Table(
     "rules_partitions",
     metadata,
+    Column("app_id", String(200), primary_key=True),
     Column("topic", String(249), primary_key=True),
     Column("partition", Integer, primary_key=True),
     Column("next_offset", BigInteger, nullable=True),  # None: never read, start at the beginning
@@ -53,13 +57,16 @@ partitions = Table(
 participants = Table(
     "rules_participants",
     metadata,
+    Column("app_id", String(200), primary_key=True),
     Column("participant_id", String(100), primary_key=True),
-    Column("partition", Integer, nullable=False, index=True),
+    Column("partition", Integer, nullable=False),
     Column("state", LargeBinary, nullable=False),
+    Index("ix_rules_participants_partition", "app_id", "partition"),
 )
 trials = Table(
     "rules_trials",
     metadata,
+    Column("app_id", String(200), primary_key=True),
     Column("trial_id", String(100), primary_key=True),
     Column("state", LargeBinary, nullable=False),
 )
@@ -99,7 +106,8 @@ def _insert(conn: AsyncConnection) -> Any:
 
 
 class RulesStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, app_id: str) -> None:
+        self.app_id = app_id
         sqlite = url.startswith("sqlite")
         self.engine: AsyncEngine = create_async_engine(
             url, connect_args={"timeout": 60} if sqlite else {}
@@ -136,6 +144,7 @@ class RulesStore:
                 .values(
                     [
                         {
+                            "app_id": self.app_id,
                             "topic": t,
                             "partition": p,
                             "next_offset": None,
@@ -151,10 +160,12 @@ class RulesStore:
             for t, p in tps:
                 await conn.execute(
                     update(partitions)
-                    .where(and_(partitions.c.topic == t, partitions.c.partition == p))
+                    .where(self._partition(t, p))
                     .values(epoch=partitions.c.epoch + 1, owner=owner, updated_at=now)
                 )
-            rows = await conn.execute(select(partitions).where(_any_of(tps)))
+            rows = await conn.execute(
+                select(partitions).where(or_(*(self._partition(t, p) for t, p in tps)))
+            )
             return {(r.topic, r.partition): Claim(r.epoch, r.next_offset) for r in rows}
 
     async def load_participants(
@@ -167,7 +178,9 @@ class RulesStore:
             return out
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                select(participants).where(participants.c.partition.in_(numbers))
+                select(participants).where(
+                    participants.c.app_id == self.app_id, participants.c.partition.in_(numbers)
+                )
             )
             for r in rows:
                 out[r.partition][r.participant_id] = r.state
@@ -175,7 +188,7 @@ class RulesStore:
 
     async def load_trials(self) -> dict[str, bytes]:
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(trials))
+            rows = await conn.execute(select(trials).where(trials.c.app_id == self.app_id))
             return {r.trial_id: r.state for r in rows}
 
     async def commit(self, batch: Commit) -> None:
@@ -186,13 +199,7 @@ class RulesStore:
             for (t, p), (epoch, next_offset) in sorted(batch.offsets.items()):
                 done = await conn.execute(
                     update(partitions)
-                    .where(
-                        and_(
-                            partitions.c.topic == t,
-                            partitions.c.partition == p,
-                            partitions.c.epoch == epoch,
-                        )
-                    )
+                    .where(self._partition(t, p), partitions.c.epoch == epoch)
                     .values(next_offset=next_offset, updated_at=now)
                 )
                 if done.rowcount != 1:
@@ -204,9 +211,14 @@ class RulesStore:
                 conn,
                 insert,
                 participants,
-                "participant_id",
+                ("app_id", "participant_id"),
                 [
-                    {"participant_id": pid, "partition": part, "state": state}
+                    {
+                        "app_id": self.app_id,
+                        "participant_id": pid,
+                        "partition": part,
+                        "state": state,
+                    }
                     for pid, (part, state) in sorted(batch.participants.items())
                 ],
             )
@@ -214,33 +226,41 @@ class RulesStore:
                 conn,
                 insert,
                 trials,
-                "trial_id",
-                [{"trial_id": k, "state": v} for k, v in sorted(batch.trials.items())],
+                ("app_id", "trial_id"),
+                [
+                    {"app_id": self.app_id, "trial_id": k, "state": v}
+                    for k, v in sorted(batch.trials.items())
+                ],
             )
+
+    def _partition(self, topic: str, partition: int) -> Any:
+        return and_(
+            partitions.c.app_id == self.app_id,
+            partitions.c.topic == topic,
+            partitions.c.partition == partition,
+        )
 
     async def offsets(self) -> dict[TP, int]:
         """Each partition's next offset to read (what the worker has processed)."""
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(partitions))
+            rows = await conn.execute(select(partitions).where(partitions.c.app_id == self.app_id))
             return {
                 (r.topic, r.partition): r.next_offset for r in rows if r.next_offset is not None
             }
 
 
 async def _upsert(
-    conn: AsyncConnection, insert: Any, table: Table, key: str, rows: list[Mapping[str, Any]]
+    conn: AsyncConnection,
+    insert: Any,
+    table: Table,
+    key: tuple[str, ...],
+    rows: list[Mapping[str, Any]],
 ) -> None:
     if not rows:
         return
     stmt = insert(table)
-    changed = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != key}
-    await conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed), rows)
-
-
-def _any_of(tps: list[TP]) -> Any:
-    from sqlalchemy import or_
-
-    return or_(*(and_(partitions.c.topic == t, partitions.c.partition == p) for t, p in tps))
+    changed = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
+    await conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=changed), rows)
 
 
 def _serialised_writes(engine: AsyncEngine) -> None:
