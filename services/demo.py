@@ -1,7 +1,7 @@
 """The local demo on embedded defaults: the whole stack as far as it is built.
 
 1. starts the real Kafka broker (KRaft) and creates the catalog's topics;
-2. starts the safety rules worker (faust) and the ingest API (uvicorn, SQLite) as their own
+2. starts the safety rules worker and the ingest API (uvicorn, SQLite) as their own
    processes and waits until both are ready;
 3. submits the sample trial through POST /v1/events with an admin key;
 4. waits for the worker's alerts on safety.alerts and checks them against the same engine run

@@ -45,20 +45,3 @@ def configure(service: str, level: int = logging.INFO) -> logging.Handler:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     return handler
-
-
-def dict_config(service: str, level: str = "INFO") -> dict[str, Any]:
-    """The same JSON logs as a logging.config dict, for frameworks that take one (faust)."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "services.logs.JsonFormatter", "service": service}},
-        "handlers": {
-            "default": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stderr",
-            }
-        },
-        "root": {"level": level, "handlers": ["default"]},
-    }

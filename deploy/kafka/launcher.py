@@ -6,8 +6,8 @@ up     -> format the storage once (`kafka-storage format --standalone`), start t
 down   -> SIGTERM (controlled shutdown), SIGKILL after a grace period; no process is left behind
 
 Kafka version: 4.4.0, the newest release on Maven Central when this was written. It was checked
-against aiokafka 0.14.0 and faust-streaming 0.15.3 (produce with acks=all and idempotence,
-consumer groups, faust tables with changelog topics); the integration tests run on it.
+against aiokafka 0.14.0 (produce with acks=all and idempotence, consumer groups with static
+membership, read_committed fetches); the integration tests and the fault suite run on it.
 Set SAFETY_MONITOR_KAFKA_VERSION to try another (4.0.x and 4.1.x work as well).
 """
 

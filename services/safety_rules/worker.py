@@ -111,7 +111,8 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.unclaimed: set[TP] = set()
         self.rebalancing = True
         self.poisoned: set[tuple[str, int, int]] = set()
-        self.failures = 0
+        self.failures = 0  # consecutive failed steps (the database, the engine)
+        self.failing: dict[TP, int] = {}  # partitions whose produce failed, and how many times
         self.exit_code = 0
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -126,6 +127,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             and not self.unclaimed
             and not stalled
             and self.failures == 0
+            and not self.failing
         )
         self.metrics.ready.set(1 if ok else 0)
         return ok
@@ -138,6 +140,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.rebalancing = True
             for tp in revoked:
                 self.owned.pop((tp.topic, tp.partition), None)
+                self.failing.pop((tp.topic, tp.partition), None)
             self.unclaimed.clear()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -233,6 +236,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self.metrics.fenced.inc()
             for tp in e.lost:
                 self.owned.pop(tp, None)
+                self.failing.pop(tp, None)
             await self._reset()
             return 0.0
         except Exception as e:
@@ -274,6 +278,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             log.exception("could not read the stored state; every owned partition is re-claimed")
             self.unclaimed |= set(self.owned)
             self.owned.clear()
+            self.failing.clear()
             self.cache.clear()
             return
         at = await self._seek({tp: stored.get(tp) for tp in self.owned})
@@ -296,11 +301,15 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         return out
 
     async def _process(self, fetched: dict[TopicPartition, list[Any]]) -> None:
-        sends: list[Awaitable[Any]] = []
+        """One batch: evaluate every partition's records, wait for every produce, then commit
+        the partitions whose produces all succeeded. A partition whose produce failed (a dead
+        letter the broker refuses, say) commits nothing, goes back to its stored state and
+        offset, and pauses for a backoff; the other partitions carry on."""
+        sends: dict[TP, list[Awaitable[Any]]] = {}
+        counted: dict[TP, list[tuple[str, Any]]] = {}
         dirty: dict[str, int] = {}
         trials_dirty: set[str] = set()
         offsets: dict[TP, tuple[int, int]] = {}
-        counted: list[tuple[str, Any]] = []
         for tp, records in fetched.items():
             key = (tp.topic, tp.partition)
             owned = self.owned.get(key)
@@ -320,22 +329,60 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     owned.reseeked_at = owned.next_offset
                     self._consumer().seek(tp, owned.next_offset)
                     continue
+            mine, seen = sends.setdefault(key, []), counted.setdefault(key, [])
             for r in records:
                 if tp.topic == self.events_topic:
-                    self._on_event(tp, r, sends, dirty, counted)
+                    self._on_event(tp, r, mine, dirty, seen)
                 else:
-                    self._on_signal(tp, r, sends, trials_dirty, counted)
+                    self._on_signal(tp, r, mine, trials_dirty, seen)
             offsets[key] = (owned.epoch, records[-1].offset + 1)
         if not offsets:
             return
-        await self._commit(sends, offsets, dirty, trials_dirty)
+        keys = list(offsets)
+        results = await asyncio.gather(
+            *(asyncio.gather(*sends[k]) for k in keys), return_exceptions=True
+        )
+        failed = {k: r for k, r in zip(keys, results, strict=True) if isinstance(r, BaseException)}
+        for k in failed:
+            del offsets[k]
+        await self._commit(
+            [],
+            offsets,
+            {pid: p for pid, p in dirty.items() if (self.events_topic, p) in offsets},
+            trials_dirty if (self.signals_topic, 0) in offsets else set(),
+        )
         for key, (_, next_offset) in offsets.items():
             owned = self.owned[key]
             owned.next_offset, owned.progress_at, owned.stalled_since = (
                 next_offset, time.monotonic(), None,
             )  # fmt: skip
-        self._count(counted)
+            self.failing.pop(key, None)
+            self._count(counted[key])
+        if failed:
+            await self._back_off(failed)
         await self._commit_group_offsets(offsets)
+
+    async def _back_off(self, failed: dict[TP, BaseException]) -> None:
+        """The failed partitions: back to the database's state and offset, paused for an
+        exponential backoff with jitter. Nothing of theirs was committed or counted."""
+        consumer = self._consumer()
+        await self._load(set(failed))
+        await self._seek({k: self.owned[k].next_offset for k in failed})
+        for key, error in failed.items():
+            n = self.failing[key] = self.failing.get(key, 0) + 1
+            delay = min(30.0, 0.2 * 2 ** min(n, 8)) * random.uniform(0.5, 1.0)
+            self.metrics.batch_failures.inc()
+            log.error(
+                "%s[%s]: a produce failed, nothing committed; retrying in %.1fs: %s: %s",
+                key[0], key[1], delay, type(error).__name__, error,
+            )  # fmt: skip
+            tp = TopicPartition(*key)
+            consumer.pause(tp)
+            asyncio.get_running_loop().call_later(delay, self._resume, tp)
+
+    def _resume(self, tp: TopicPartition) -> None:
+        if tp in self._consumer().assignment() and (tp.topic, tp.partition) in self.owned:
+            self._consumer().resume(tp)
 
     async def _commit(
         self,
