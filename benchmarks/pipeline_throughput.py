@@ -12,7 +12,7 @@ suite's workload: about 8 events per participant), then
 so an old and a new design are measured against the same ceiling in one run. Writes
 benchmarks/results/pipeline_throughput.json.
 
-    .venv/bin/python benchmarks/pipeline_throughput.py [--participants 2000] [--worker-cwd DIR]
+    PYTHONPATH=. .venv/bin/python benchmarks/pipeline_throughput.py [--participants N]
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from contracts import decode
+from contracts.topics import Topic
+from deploy.kafka.launcher import create_topics
 from tests.conftest import free_port, launcher_in
 from tests.faults.harness import Progress, produce_backlog
 from tests.faults.workload import workload
@@ -117,6 +119,7 @@ async def ceiling(bootstrap: str, events: int) -> dict[str, float]:
 
 async def main(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, object]:
     events = workload("BENCH", args.participants, seed=1)
+    await create_topics(bootstrap, (Topic("bench.scratch", "the ceiling's output", "", (), 12),))
     await produce_backlog(bootstrap, "trial.events", events)
     top = await ceiling(bootstrap, len(events))
     worker = await pipeline(bootstrap, len(events), workdir, Path(args.worker_cwd).resolve())
