@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,7 +215,8 @@ def run(settings: KafkaSettings) -> int:
         # that is gone, and would answer "duplicate" for events this log never saw.
         (home / "ingest.db").unlink(missing_ok=True)
         (home / "audit.db").unlink(missing_ok=True)
-        print("[demo] new broker storage: the demo's ingest and audit databases start afresh too")
+        shutil.rmtree(home / "safety-rules", ignore_errors=True)  # the worker's state and offsets
+        print("[demo] new broker storage: the demo's databases start afresh too")
     env = {"SAFETY_MONITOR_KAFKA_BOOTSTRAP": status.bootstrap}
     worker = _start(
         "rules-worker",

@@ -38,7 +38,8 @@ def web(worker: RulesWorker, metrics: RulesMetrics) -> FastAPI:
             "partitions": len(worker.owned),
             "rebalancing": worker.rebalancing,
             "stalled": sum(o.stalled_since is not None for o in worker.owned.values()),
-            "failing": worker.failures > 0,
+            "failing": worker.failures > 0 or bool(worker.failing),
+            "database_ahead_of_topic": sorted(f"{t}[{p}]" for t, p in worker.mismatched),
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -113,6 +113,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.poisoned: set[tuple[str, int, int]] = set()
         self.failures = 0  # consecutive failed steps (the database, the engine)
         self.failing: dict[TP, int] = {}  # partitions whose produce failed, and how many times
+        self.mismatched: set[TP] = set()  # the database is ahead of the partition: refused
         self.exit_code = 0
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -128,6 +129,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             and not stalled
             and self.failures == 0
             and not self.failing
+            and not self.mismatched
         )
         self.metrics.ready.set(1 if ok else 0)
         return ok
@@ -161,6 +163,23 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         if not wanted:
             return
         claims = await self.store.claim(wanted, self.owner)
+        ends = await consumer.end_offsets([TopicPartition(*tp) for tp in wanted])
+        ahead = {
+            tp for tp in wanted
+            if (n := claims[tp].next_offset) is not None and n > ends[TopicPartition(*tp)]
+        }  # fmt: skip
+        for tp in sorted(ahead):
+            # the database describes a longer log than this one (the topic was recreated, or
+            # the database belongs to another cluster): reading on would skip events silently
+            log.critical(
+                "%s[%s]: the database has processed up to offset %s but the partition ends at "
+                "%s; this partition stays paused (point RULES_DATABASE_URL at this cluster's "
+                "database, or start a new one)",
+                tp[0], tp[1], claims[tp].next_offset, ends[TopicPartition(*tp)],
+            )  # fmt: skip
+        self.mismatched |= ahead
+        self.unclaimed -= ahead
+        wanted -= ahead
         await self._load(wanted)
         at = await self._seek({tp: claims[tp].next_offset for tp in wanted})
         for tp in wanted:

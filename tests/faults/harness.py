@@ -151,6 +151,26 @@ async def produce_backlog(bootstrap: str, topic: str, events: list[Any]) -> None
         await producer.stop()
 
 
+STREAM_S = 10.0
+
+
+async def stream(bootstrap: str, topic: str, events: list[Any], seconds: float) -> None:
+    """Produces `events` evenly over `seconds`, in order, ten chunks a second."""
+    chunks = max(1, int(seconds * 10))
+    size = -(-len(events) // chunks)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for n in range(0, len(events), size):
+            sent = [
+                await producer.send(topic, encode(e), key=key_for(e)) for e in events[n : n + size]
+            ]
+            await asyncio.gather(*sent)
+            await asyncio.sleep(seconds / chunks)
+    finally:
+        await producer.stop()
+
+
 async def run_once(
     scenario: str,
     bootstrap: str,
@@ -177,7 +197,10 @@ async def run_once(
     )
     events = workload(tag.upper(), participants, seed)
     expected = truth(events)
-    await produce_backlog(bootstrap, events_topic, events)
+    # the rebalance scenario keeps events arriving while it runs (a fifth as backlog, the rest
+    # streamed over STREAM_S), so the worker killed in the rebalance always has work in hand
+    streamed = len(events) * 4 // 5 if scenario == "kill-during-rebalance" else 0
+    await produce_backlog(bootstrap, events_topic, events[: len(events) - streamed])
 
     run_dir = workdir / tag
     run_dir.mkdir(parents=True)
@@ -219,12 +242,17 @@ async def run_once(
             elif scenario == "kill-during-rebalance":
                 first = start()
                 workers.append(first)
-                await progress.until(rnd.uniform(0.05, 0.3), 90)
+                await progress.until(0.01, 90)
+                feeding = asyncio.create_task(
+                    stream(bootstrap, events_topic, events[len(events) - streamed :], STREAM_S)
+                )
                 mark = len(first.tail_bytes())
                 workers.append(start())
                 await _log_line(first, "Revoking previously assigned partitions", mark, 60)
                 await asyncio.sleep(rnd.uniform(0, 0.3))
                 await kill(first)
+                kills[-1] = (*kills[-1][:2], kills[-1][2] + (0 if feeding.done() else 1))
+                await feeding
             else:
                 raise ValueError(scenario)
             finished = await progress.until(1.0, settle_timeout_s)

@@ -22,8 +22,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from contracts import AlertRaised, AlertWithdrawn, decode, encode, key_for
 from contracts.dead_letters import original
-from contracts.topics import DEAD_LETTER
-from services.safety_rules.adapters.store import RulesStore
+from contracts.topics import DEAD_LETTER, Topic
+from deploy.kafka.launcher import create_topics
+from services.safety_rules.adapters.store import Commit, RulesStore
 from tests.integration.kafka_io import produce, produce_raw, read_topic, wait_for
 from tests.integration.safety_rules.worker_process import Worker
 from tests.unit.safety_rules.builders import DAY0, ParticipantBuilder, a_participant
@@ -339,3 +340,35 @@ async def topic_config(bootstrap: str, topic: str, configs: dict[str, str]) -> A
         current = DEAD_LETTER.config if topic == DEAD_LETTER.name else {}
         await admin.alter_configs([ConfigResource(resource, topic, configs=dict(current))])
         await admin.close()
+
+
+async def test_a_database_ahead_of_its_topic_is_refused_not_read_past(
+    kafka: str, tmp_path: Path
+) -> None:
+    """The topic was recreated (or the database belongs to another cluster): reading on from
+    the stored offsets would skip every event, so the worker stays unready and says why."""
+    app_id, topic = unique("rules"), f"recreated.{uuid.uuid4().hex[:8]}"
+    await create_topics(kafka, (Topic(topic, "a recreated trial.events", "participant_id", (), 2),))
+    url = f"sqlite+aiosqlite:///{tmp_path / app_id}.db"
+    store = RulesStore(url, app_id)
+    await store.migrate()
+    claims = await store.claim([(topic, 0), (topic, 1)], "an earlier worker")
+    await store.commit(Commit({tp: (c.epoch, 5000) for tp, c in claims.items()}, {}, {}))
+    await store.close()
+    env = {"SAFETY_MONITOR_EVENTS_TOPIC": topic}
+    worker = Worker(kafka, app_id, tmp_path, database_url=url, extra_env=env)
+    try:
+
+        def refused() -> bool:
+            try:
+                return bool(json.loads(worker.get("/readyz")[1])["database_ahead_of_topic"])
+            except OSError:  # not listening yet
+                return False
+
+        await until(refused)
+        status, body = worker.get("/readyz")
+        assert status == 503
+        assert json.loads(body)["database_ahead_of_topic"] == [f"{topic}[0]", f"{topic}[1]"]
+        assert "the database has processed up to offset 5000" in worker.tail()
+    finally:
+        worker.stop()
