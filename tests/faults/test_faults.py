@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import postgres_url
 from tests.faults.harness import SCENARIOS, run_once, table
 
 RUNS = int(os.environ.get("FAULT_RUNS", "1"))
@@ -18,12 +19,19 @@ PARTICIPANTS = int(os.environ.get("FAULT_PARTICIPANTS", "1000"))
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize(
+    ("scenario", "database"),
+    [*((s, "sqlite") for s in SCENARIOS), ("two-workers-one-killed", "postgresql")],
+)
 async def test_no_alert_lost_or_altered_and_no_partition_stalled(
-    scenario: str, kafka: str, tmp_path: Path
+    scenario: str, database: str, kafka: str, tmp_path: Path
 ) -> None:
+    # workers on several machines share PostgreSQL; each group's rows are its own
+    url = postgres_url() if database == "postgresql" else None
     results = [
-        await run_once(scenario, kafka, tmp_path, participants=PARTICIPANTS, seed=seed)
+        await run_once(
+            scenario, kafka, tmp_path, participants=PARTICIPANTS, seed=seed, database_url=url
+        )
         for seed in range(RUNS)
     ]
     print("\n" + table(results))
