@@ -33,6 +33,7 @@ from services.audit.domain.chain import (
     verify,
 )
 from services.audit.domain.read_models import Change, alert_status, changes
+from services.sql import upgrade
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 _TABLES: dict[str, Table] = {tbl.name: tbl for tbl in t.READ_MODELS}
@@ -57,13 +58,7 @@ class Appended:
 
 
 def _upgrade(sync_connection: Any) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["connection"] = sync_connection
-    command.upgrade(cfg, "head")
+    upgrade(sync_connection, MIGRATIONS)
 
 
 def _utc(values: dict[str, Any]) -> dict[str, Any]:

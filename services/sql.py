@@ -1,0 +1,33 @@
+"""What every service's SQL store shares: Alembic migrations run on the caller's connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def upgrade(sync_connection: Any, migrations: Path, version_table: str = "alembic_version") -> None:
+    """Runs `migrations` to head on this connection (called through `conn.run_sync`). Each
+    service keeps its own version table, so two services may share one database."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations))
+    cfg.attributes["connection"] = sync_connection
+    cfg.attributes["version_table"] = version_table
+    command.upgrade(cfg, "head")
+
+
+def run_env() -> None:
+    """The body of each service's migrations/env.py."""
+    from alembic import context
+
+    attributes = context.config.attributes
+    context.configure(
+        connection=attributes["connection"],
+        target_metadata=None,
+        version_table=attributes.get("version_table", "alembic_version"),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
