@@ -107,6 +107,34 @@ def _rules(args: argparse.Namespace) -> int:
     return asyncio.run(serve(RulesSettings()))
 
 
+def _notifier(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from services.logs import configure
+    from services.notifier.bootstrap import build
+    from services.notifier.domain.routes import RoutesError
+    from services.notifier.settings import NotifierSettings
+    from services.web import serve_beside
+
+    configure("notifier")
+    settings = NotifierSettings()
+    try:
+        parts = build(settings)
+    except RoutesError as e:
+        print(f"{settings.notifier_routes}: {e}", file=sys.stderr)
+        return 2
+
+    async def run(stop: asyncio.Event) -> int:
+        try:
+            await parts.notifier.run(stop)
+        finally:
+            await parts.notifier.store.close()
+        return 0
+
+    host, port = args.host or settings.notifier_host, args.port or settings.notifier_port
+    return asyncio.run(serve_beside(parts.app, host, port, run))
+
+
 def _ingest(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -351,6 +379,12 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default="report.html")
     report.add_argument("--pdf", help="also print it to this PDF with headless Chromium")
     report.set_defaults(func=_report)
+
+    notifier = sub.add_parser("notifier", help="email, webhooks and acknowledgement of alerts")
+    notifier.add_argument("action", choices=["serve"])
+    notifier.add_argument("--host")
+    notifier.add_argument("--port", type=int)
+    notifier.set_defaults(func=_notifier)
 
     rules = sub.add_parser("rules", help="the safety rules stream worker")
     rules.add_argument("action", choices=["worker"])

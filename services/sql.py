@@ -19,6 +19,13 @@ def upgrade(sync_connection: Any, migrations: Path, version_table: str = "alembi
     command.upgrade(cfg, "head")
 
 
+def insert_for(conn: Any) -> Any:
+    """INSERT with ON CONFLICT (do nothing / do update), in the connection's dialect."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
 def run_env() -> None:
     """The body of each service's migrations/env.py."""
     from alembic import context

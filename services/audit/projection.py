@@ -14,24 +14,18 @@ import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from contracts.topics import ALERT_LIFECYCLE, SAFETY_ALERTS, TRIAL_EVENTS
 from services.audit.adapters.store import Appended, AuditStore, Incoming
+from services.kafka import partitions
 
 AUDITED = (TRIAL_EVENTS.name, SAFETY_ALERTS.name, ALERT_LIFECYCLE.name)
 log = logging.getLogger("audit.projection")
 
 
-async def partitions(bootstrap: str, topics: tuple[str, ...] = AUDITED) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    return [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+async def audited_partitions(bootstrap: str) -> list[TopicPartition]:
+    return await partitions(bootstrap, AUDITED)
 
 
 async def lag(bootstrap: str, store: AuditStore) -> int:
@@ -39,7 +33,7 @@ async def lag(bootstrap: str, store: AuditStore) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        ends = await consumer.end_offsets(await partitions(bootstrap))
+        ends = await consumer.end_offsets(await audited_partitions(bootstrap))
     finally:
         await consumer.stop()
     done = await store.offsets()
@@ -57,7 +51,7 @@ async def project(
     idle_checkpoint_s: float = 5.0,
     on_batch: Callable[[Appended], None] | None = None,
 ) -> None:
-    parts = await partitions(bootstrap)
+    parts = await audited_partitions(bootstrap)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
     )

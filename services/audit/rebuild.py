@@ -13,11 +13,11 @@ from tqdm import tqdm
 
 from contracts import AnyEvent, InvalidEvent, decode
 from services.audit.adapters.store import AuditStore
-from services.audit.projection import partitions
+from services.audit.projection import audited_partitions
 
 
 async def rebuild(bootstrap: str, store: AuditStore, progress: bool = True) -> int:
-    parts = await partitions(bootstrap)
+    parts = await audited_partitions(bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     applied, seen = 0, set()

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
-from collections.abc import Generator
-from contextlib import contextmanager
 
-import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,6 +14,7 @@ from services.safety_rules.metrics import RulesMetrics
 from services.safety_rules.rules_config import load_rules
 from services.safety_rules.settings import RulesSettings
 from services.safety_rules.worker import RulesWorker, internal_topics
+from services.web import serve_beside
 
 log = logging.getLogger("safety_rules.service")
 
@@ -51,14 +47,6 @@ def web(worker: RulesWorker, metrics: RulesMetrics) -> FastAPI:
     return app
 
 
-class _Server(uvicorn.Server):
-    """uvicorn in the worker's loop; the worker owns SIGTERM/SIGINT and stops the server."""
-
-    @contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 async def serve(settings: RulesSettings) -> int:
     settings.rules_data_dir.mkdir(parents=True, exist_ok=True)
     # the worker's own topic exists before it subscribes (see internal_topics)
@@ -66,28 +54,10 @@ async def serve(settings: RulesSettings) -> int:
     metrics = RulesMetrics()
     store = RulesStore(settings.rules_database_url, settings.rules_app_id)
     worker = RulesWorker(settings, load_rules(settings.rules_file), metrics, store)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = None
-    if settings.rules_web_enabled:
-        config = uvicorn.Config(
-            web(worker, metrics),
-            host=settings.rules_web_bind,
-            port=settings.rules_web_port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-        )
-        server = _Server(config)
-    served = asyncio.create_task(server.serve()) if server else None
+    app = web(worker, metrics) if settings.rules_web_enabled else None
     try:
-        code = await worker.run(stop)
+        code = await serve_beside(app, settings.rules_web_bind, settings.rules_web_port, worker.run)
     finally:
-        if server and served:
-            server.should_exit = True
-            await served
         await store.close()
     log.info("stopped", extra={"exit_code": code})
     return code

@@ -39,6 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from services.sql import insert_for
+
 log = logging.getLogger("safety_rules.store")
 
 metadata = MetaData()
@@ -98,13 +100,6 @@ class Commit:
     trials: dict[str, bytes]
 
 
-def _insert(conn: AsyncConnection) -> Any:
-    """INSERT with ON CONFLICT, in the connection's dialect."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 class RulesStore:
     def __init__(self, url: str, app_id: str) -> None:
         self.app_id = app_id
@@ -138,7 +133,7 @@ class RulesStore:
             return {}
         now = datetime.now(UTC)
         async with self.engine.begin() as conn:
-            insert = _insert(conn)
+            insert = insert_for(conn)
             await conn.execute(
                 insert(partitions)
                 .values(
@@ -206,7 +201,7 @@ class RulesStore:
                     lost.append((t, p))
             if lost:
                 raise Fenced(lost)  # rolls the transaction back
-            insert = _insert(conn)
+            insert = insert_for(conn)
             await _upsert(
                 conn,
                 insert,

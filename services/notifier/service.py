@@ -1,0 +1,251 @@
+"""`safety-monitor notifier serve`: consume alerts and their lifecycle into the outbox, consult
+the desk on a clock, send what is owed, and record every delivery on safety.alert-lifecycle.
+
+Three loops in one process, one SQL database: the consumer (batch, trackers, decided messages
+and offsets in one transaction), the desk (on the clock: group windows, escalations, reminders),
+the sender (one outbox row at a time: send, then `alert.delivered`, then mark it sent; a failure
+backs off exponentially with jitter and says `alert.delivery_failed`). One notifier process per
+database: the outbox has one sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from contracts import (
+    AlertAcknowledged,
+    AlertDelivered,
+    AlertDeliveryFailed,
+    AlertRaised,
+    Channel,
+    Source,
+    encode,
+    key_for,
+)
+from contracts.alerts import ALERT_NAMESPACE
+from contracts.topics import ALERT_LIFECYCLE, SAFETY_ALERTS
+from services.kafka import partitions
+from services.notifier.adapters.channels import Channel as Port
+from services.notifier.adapters.store import Incoming, NotifierStore, Owed
+from services.notifier.domain.routes import Routes
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.render import Renderer
+
+log = logging.getLogger("notifier")
+RECORDED_BY = "service:notifier"
+CONSUMED = (SAFETY_ALERTS.name, ALERT_LIFECYCLE.name)
+
+
+class Notifier:
+    def __init__(
+        self,
+        bootstrap: str,
+        routes: Routes,
+        store: NotifierStore,
+        renderer: Renderer,
+        channels: dict[Channel, Port],
+        metrics: NotifierMetrics,
+        *,
+        tick_s: float = 1.0,
+        retry_max_s: float = 300,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.bootstrap, self.routes, self.store, self.renderer = bootstrap, routes, store, renderer
+        self.channels, self.metrics, self.tick_s, self.clock = channels, metrics, tick_s, clock
+        self.retry_max_s = retry_max_s
+        self.wake = asyncio.Event()
+        self.producer: AIOKafkaProducer | None = None
+        self.consuming = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.store.migrate()
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
+        )
+        await self.producer.start()
+        try:
+            loops = [self._consume(stop), self._desk(stop), self._send(stop)]
+            tasks = [asyncio.create_task(x) for x in loops]
+            await stop.wait()
+            self.wake.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await self.producer.stop()
+
+    # -- in: alerts and lifecycle into the outbox --------------------------------------------
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        parts = await partitions(self.bootstrap, CONSUMED)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        try:
+            consumer.assign(parts)
+            stored = await self.store.offsets()
+            for tp in parts:
+                if (tp.topic, tp.partition) in stored:
+                    consumer.seek(tp, stored[(tp.topic, tp.partition)])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            self.consuming = True
+            while not stop.is_set():
+                fetched = await consumer.getmany(timeout_ms=500, max_records=500)
+                batch = [
+                    Incoming(tp.topic, tp.partition, r.offset, r.value,
+                             datetime.fromtimestamp(r.timestamp / 1000, UTC))
+                    for tp, records in fetched.items()
+                    for r in records
+                ]  # fmt: skip
+                if batch:
+                    for why in await self.store.apply(batch, self.routes, self.clock()):
+                        self.metrics.refused.inc()
+                        log.warning("refused %s", why)
+                    self.metrics.consumed.inc(len(batch))
+                    self.wake.set()
+                await self._lag(consumer, parts)
+        finally:
+            self.consuming = False
+            await consumer.stop()
+
+    async def _lag(self, consumer: AIOKafkaConsumer, parts: list[TopicPartition]) -> None:
+        ends = await consumer.end_offsets(parts)
+        behind = dict.fromkeys(CONSUMED, 0)
+        for tp in parts:
+            behind[tp.topic] += max(0, ends[tp] - await consumer.position(tp))
+        for topic, n in behind.items():
+            self.metrics.lag.labels(topic).set(n)
+
+    async def _desk(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                if await self.store.decide(self.routes, self.clock()):
+                    self.wake.set()
+            except Exception:
+                log.exception("the desk could not decide")
+            await asyncio.sleep(self.tick_s)
+
+    # -- out: what is owed, sent --------------------------------------------------------------
+
+    async def _send(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                owed = await self.store.owed(self.clock())
+                for o in owed:
+                    await self._deliver(o)
+                await self._gauges()
+            except Exception:
+                log.exception("the sender failed; retrying")
+                owed = []
+            if not owed:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=self.tick_s)
+
+    async def _deliver(self, o: Owed) -> None:
+        m, now = o.message, self.clock()
+        alerts = await self.store.alerts(m.alert_ids)
+        ordered = [alerts[a] for a in m.alert_ids if a in alerts]
+        channel = self.channels[m.delivery.channel]
+        try:
+            await channel.send(m.key, m.delivery.address, self.renderer.render(m, ordered, now))
+        except Exception as e:
+            attempt = o.attempts + 1
+            delay = min(self.retry_max_s, 2 ** min(attempt, 12)) * random.uniform(0.5, 1.0)
+            log.warning(
+                "delivery failed, retrying in %.0fs",
+                delay,
+                extra={"key": m.key, "channel": m.delivery.channel.value, "attempt": attempt},
+            )
+            self.metrics.deliveries.labels(m.delivery.channel.value, "failed").inc()
+            error = f"{type(e).__name__}: {e}"[:2000]
+            for a in ordered:
+                await self._lifecycle(
+                    AlertDeliveryFailed, a, f"{m.key}|{attempt}", channel=m.delivery.channel,
+                    recipient=m.delivery.recipient, attempt=attempt, error=error,
+                )  # fmt: skip
+            await self.store.retry(m.key, attempt, now + timedelta(seconds=delay), str(e))
+            return
+        for a in ordered:
+            await self._lifecycle(
+                AlertDelivered, a, m.key, channel=m.delivery.channel,
+                recipient=m.delivery.recipient,
+            )  # fmt: skip
+            if m.kind.value == "alert":
+                latency = (self.clock() - a.recorded_at).total_seconds()
+                self.metrics.latency.labels(m.delivery.channel.value).observe(max(0.0, latency))
+        await self.store.sent(m.key, m.alert_ids, self.clock())
+        self.metrics.deliveries.labels(m.delivery.channel.value, "delivered").inc()
+        log.info("delivered", extra={"key": m.key, "channel": m.delivery.channel.value})
+
+    async def _lifecycle(self, kind: type, alert: AlertRaised, key: str, **fields: object) -> None:
+        """A lifecycle event with a deterministic event_id (same delivery, same id), produced
+        and acknowledged by the broker."""
+        now = self.clock()
+        event = kind(
+            event_id=uuid.uuid5(ALERT_NAMESPACE, f"{kind.__name__}|{key}|{alert.alert_id}"),
+            trial_id=alert.trial_id,
+            participant_id=alert.participant_id,
+            occurred_at=now,
+            recorded_at=now,
+            recorded_by=RECORDED_BY,
+            source=Source.NOTIFIER,
+            alert_id=alert.alert_id,
+            **fields,
+        )
+        assert self.producer is not None
+        await self.producer.send_and_wait(ALERT_LIFECYCLE.name, encode(event), key=key_for(event))
+
+    # -- acknowledge ---------------------------------------------------------------------------
+
+    async def acknowledge(self, alert_id: str, by: str, note: str | None = None) -> bool:
+        """Records who acknowledged an open alert (alert.acknowledged, then the tracker); an
+        alert already acknowledged, resolved or unknown changes nothing: False."""
+        tracker = await self.store.tracker(alert_id)
+        if tracker is None or tracker["status"] != "open":
+            return False
+        alerts = await self.store.alerts([alert_id])
+        alert, now = alerts[alert_id], self.clock()
+        event = AlertAcknowledged(
+            event_id=uuid.uuid5(ALERT_NAMESPACE, f"acknowledged|{alert_id}"),
+            trial_id=alert.trial_id,
+            participant_id=alert.participant_id,
+            occurred_at=now,
+            recorded_at=now,
+            recorded_by=RECORDED_BY,
+            source=Source.NOTIFIER,
+            alert_id=alert.alert_id,
+            acknowledged_by=by,
+            note=note,
+        )
+        assert self.producer is not None
+        await self.producer.send_and_wait(ALERT_LIFECYCLE.name, encode(event), key=key_for(event))
+        changed = await self.store.acknowledge(alert_id, by, now)
+        if changed:
+            self.metrics.acknowledged.inc()
+        return changed
+
+    async def _gauges(self) -> None:
+        board = await self.store.board()
+        now = self.clock()
+        open_critical = [r for r in board if r["status"] == "open" and r["severity"] == "critical"]
+        self.metrics.open_critical.set(len(open_critical))
+        oldest = min((_aware(r["seen_at"]) for r in open_critical), default=None)
+        self.metrics.oldest_open_critical.set((now - oldest).total_seconds() if oldest else 0)
+        self.metrics.outbox.set(await self.store.depth())
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -1,0 +1,216 @@
+"""The notifier on the real broker, with a real SMTP server (aiosmtpd) and a real webhook
+receiver (an HTTP server in the test): one alert, one email and one signed webhook call, both
+recorded as delivered; the link acknowledges it once; an SMTP server down for a while gets the
+mail once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aiosmtpd.controller import Controller
+from fastapi import FastAPI, Request
+
+from contracts import AlertRaised, decode, encode, key_for
+from contracts.topics import SAFETY_ALERTS
+from services.notifier.bootstrap import build
+from services.notifier.domain.tokens import signature
+from services.notifier.settings import NotifierSettings
+from tests.conftest import free_port
+from tests.integration.kafka_io import produce_raw, wait_for
+from tests.unit.notifier.test_desk import alert
+
+WEBHOOK_SECRET = "webhook-secret-for-tests"
+
+
+@dataclass
+class Inbox:
+    """What the SMTP server accepted."""
+
+    mails: list[Message] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.mails.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+
+@dataclass
+class Hooks:
+    calls: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[tuple[str, Hooks]]:
+    hooks, app = Hooks(), FastAPI()
+
+    @app.post("/hook")
+    async def receive(request: Request) -> dict[str, bool]:
+        hooks.calls.append((dict(request.headers), await request.body()))
+        return {"ok": True}
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}/hook", hooks
+    server.should_exit = True
+    await task
+
+
+def settings_for(kafka: str, tmp_path: Path, smtp_port: int, hook_url: str) -> NotifierSettings:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "recipients:\n"
+        f"  safety-officer: {{email: so@trial.example, webhook: '{hook_url}'}}\n"
+        "routes:\n  - {match: {severity: [critical]}, to: [safety-officer], "
+        "channels: [email, webhook]}\n"
+    )
+    return NotifierSettings(
+        kafka_bootstrap=kafka,
+        notifier_routes=routes,
+        notifier_database_url=f"sqlite+aiosqlite:///{tmp_path / 'notifier.db'}",
+        notifier_public_url="https://monitor.example",
+        notifier_smtp_port=smtp_port,
+        notifier_webhook_secret=WEBHOOK_SECRET,  # type: ignore[arg-type]
+        notifier_tick_s=0.2,
+        notifier_retry_max_s=1,
+    )
+
+
+async def until(check: Any, timeout_s: float = 60) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():
+            await asyncio.sleep(0.1)
+
+
+def unique_alert() -> AlertRaised:
+    pid = f"NT-{uuid.uuid4().hex[:6]}-1"
+    return alert("sae.reported", "critical", pid=pid)
+
+
+async def test_one_alert_becomes_one_email_and_one_signed_webhook_and_is_acknowledged_once(
+    kafka: str, tmp_path: Path, webhook: tuple[str, Hooks]
+) -> None:
+    hook_url, hooks = webhook
+    inbox, smtp_port = Inbox(), free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    parts = build(settings_for(kafka, tmp_path, smtp_port, hook_url))
+    stop = asyncio.Event()
+    running = asyncio.create_task(parts.notifier.run(stop))
+    try:
+        a = unique_alert()
+        await produce_raw(kafka, SAFETY_ALERTS.name, key_for(a), encode(a))
+        mine = str(a.alert_id)
+
+        def mails() -> list[Message]:
+            return [m for m in inbox.mails if a.participant_id in str(m["Subject"])]
+
+        await until(lambda: mails() and hooks.calls)
+        (mail,) = mails()
+        assert str(mail["Subject"]).startswith("[CRITICAL] sae.reported")
+        assert mail["To"] == "so@trial.example" and mail["Message-ID"]
+        text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        assert f"participant {a.participant_id}" in text
+        ((headers, body),) = [c for c in hooks.calls if mine.encode() in c[1]]
+        assert headers["x-safety-monitor-signature"] == signature(WEBHOOK_SECRET.encode(), body)
+        assert headers["idempotency-key"].startswith(f"alert|{mine}")
+        assert json.loads(body)["alerts"][0]["alert_id"] == mine
+
+        def delivered(messages: list[tuple[bytes | None, bytes]]) -> bool:
+            kinds = [decode(v).event_type for k, v in messages if k == mine.encode()]
+            return kinds.count("alert.delivered") == 2
+
+        await wait_for(kafka, "safety.alert-lifecycle", delivered)
+
+        # the link in the email acknowledges it, once
+        link = next(w for w in text.split() if w.startswith("https://monitor.example/ack/"))
+        path = link.removeprefix("https://monitor.example")
+        transport = httpx.ASGITransport(app=parts.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://notifier") as http:
+            page = await http.get(path)
+            assert page.status_code == 200 and "Acknowledge as safety-officer" in page.text
+            done = await http.post(path)
+            assert done.status_code == 200 and "Acknowledged" in done.text
+            again = await http.post(path)
+            assert "Already acknowledged by safety-officer" in again.text
+            forged = await http.post(path[:-3] + "xyz")
+            assert forged.status_code == 403
+
+        def acknowledged(messages: list[tuple[bytes | None, bytes]]) -> bool:
+            return any(
+                k == mine.encode() and decode(v).event_type == "alert.acknowledged"
+                for k, v in messages
+            )
+
+        life = await wait_for(kafka, "safety.alert-lifecycle", acknowledged)
+        acks = [decode(v) for k, v in life if k == mine.encode()]
+        acks = [x for x in acks if x.event_type == "alert.acknowledged"]
+        assert len({x.event_id for x in acks}) == 1
+        assert acks[0].acknowledged_by == "safety-officer"  # type: ignore[union-attr]
+    finally:
+        stop.set()
+        await running
+        await parts.notifier.store.close()
+        smtp.stop()
+
+
+async def test_an_smtp_server_down_for_a_while_gets_the_mail_once_when_it_is_back(
+    kafka: str, tmp_path: Path, webhook: tuple[str, Hooks]
+) -> None:
+    hook_url, _ = webhook
+    inbox, smtp_port = Inbox(), free_port()
+    parts = build(settings_for(kafka, tmp_path, smtp_port, hook_url))
+    stop = asyncio.Event()
+    running = asyncio.create_task(parts.notifier.run(stop))
+    smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    try:
+        a = unique_alert()
+        await produce_raw(kafka, SAFETY_ALERTS.name, key_for(a), encode(a))
+
+        def failed(messages: list[tuple[bytes | None, bytes]]) -> bool:
+            return any(
+                k == str(a.alert_id).encode() and decode(v).event_type == "alert.delivery_failed"
+                for k, v in messages
+            )
+
+        await wait_for(kafka, "safety.alert-lifecycle", failed)  # nobody listening yet
+        smtp.start()
+        await until(lambda: any(a.participant_id in str(m["Subject"]) for m in inbox.mails))
+        await asyncio.sleep(3 * parts.settings.notifier_tick_s + 1)  # time for a wrong repeat
+        assert sum(a.participant_id in str(m["Subject"]) for m in inbox.mails) == 1
+        failures = parts.notifier.metrics.deliveries.labels("email", "failed")._value.get()
+        assert failures >= 1
+    finally:
+        stop.set()
+        await running
+        await parts.notifier.store.close()
+        smtp.stop()
+
+
+def test_a_wrong_routes_file_stops_the_notifier_at_start_naming_the_line(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("recipients:\n  so: {email: so@x.example}\nroutes:\n  - to: [nobody]\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "notifier", "serve"],
+        env={"SAFETY_MONITOR_NOTIFIER_ROUTES": str(routes), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "line 4: routes.0.to.0: 'nobody' is not in recipients" in done.stderr
