@@ -24,6 +24,7 @@ from contracts import (
     AlertAcknowledged,
     AlertDelivered,
     AlertDeliveryFailed,
+    AlertEscalated,
     AlertRaised,
     Channel,
     Source,
@@ -35,6 +36,7 @@ from contracts.topics import ALERT_LIFECYCLE, SAFETY_ALERTS
 from services.kafka import partitions
 from services.notifier.adapters.channels import Channel as Port
 from services.notifier.adapters.store import Incoming, NotifierStore, Owed
+from services.notifier.domain.desk import Kind
 from services.notifier.domain.routes import Routes
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.render import Renderer
@@ -183,7 +185,11 @@ class Notifier:
                 AlertDelivered, a, m.key, channel=m.delivery.channel,
                 recipient=m.delivery.recipient,
             )  # fmt: skip
-            if m.kind.value == "alert":
+            if m.kind is Kind.ESCALATION:
+                await self._lifecycle(
+                    AlertEscalated, a, m.key, level=m.level, escalated_to=m.delivery.recipient
+                )
+            if m.kind is Kind.ALERT:
                 latency = (self.clock() - a.recorded_at).total_seconds()
                 self.metrics.latency.labels(m.delivery.channel.value).observe(max(0.0, latency))
         await self.store.sent(m.key, m.alert_ids, self.clock())

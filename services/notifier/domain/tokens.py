@@ -1,5 +1,5 @@
-"""Signed, expiring, single-purpose acknowledge tokens (the link in a message) and webhook
-signatures. Pure: the secret and the time are arguments."""
+"""Signed, expiring, single-purpose tokens (the acknowledge link in a message, the live page's
+session) and webhook signatures. Pure: the secret and the time are arguments."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 class BadToken(ValueError):
@@ -23,15 +24,35 @@ class AckGrant:
 
 
 def ack_token(secret: bytes, alert_id: str, recipient: str, expires_at: datetime) -> str:
-    body = json.dumps(
-        {"p": "ack", "a": alert_id, "r": recipient, "e": int(expires_at.timestamp())},
-        separators=(",", ":"),
-    ).encode()
-    sig = hmac.new(secret, body, hashlib.sha256).digest()
-    return f"{_b64(body)}.{_b64(sig)}"
+    return _seal(secret, "ack", expires_at, a=alert_id, r=recipient)
 
 
 def check_ack_token(secret: bytes, token: str, now: datetime) -> AckGrant:
+    data = _open(secret, token, "ack", now)
+    return AckGrant(data["a"], data["r"], datetime.fromtimestamp(data["e"], tz=now.tzinfo))
+
+
+def session_token(secret: bytes, who: str, expires_at: datetime) -> str:
+    """The live page's login cookie: who, until when (never usable as an acknowledge link)."""
+    return _seal(secret, "session", expires_at, w=who)
+
+
+def check_session_token(secret: bytes, token: str, now: datetime) -> str:
+    return str(_open(secret, token, "session", now)["w"])
+
+
+def signature(secret: bytes, body: bytes) -> str:
+    """The `X-Safety-Monitor-Signature` header: HMAC-SHA256 of the exact body."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def _seal(secret: bytes, purpose: str, expires_at: datetime, **fields: str) -> str:
+    data = {"p": purpose, "e": int(expires_at.timestamp()), **fields}
+    body = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    return f"{_b64(body)}.{_b64(hmac.new(secret, body, hashlib.sha256).digest())}"
+
+
+def _open(secret: bytes, token: str, purpose: str, now: datetime) -> dict[str, Any]:
     try:
         body_part, sig_part = token.split(".")
         body, sig = _unb64(body_part), _unb64(sig_part)
@@ -39,18 +60,12 @@ def check_ack_token(secret: bytes, token: str, now: datetime) -> AckGrant:
         raise BadToken("malformed") from None
     if not hmac.compare_digest(hmac.new(secret, body, hashlib.sha256).digest(), sig):
         raise BadToken("signature does not match")
-    data = json.loads(body)
-    if data.get("p") != "ack":
-        raise BadToken("not an acknowledge token")
-    expires = datetime.fromtimestamp(data["e"], tz=now.tzinfo)
-    if now >= expires:
+    data: dict[str, Any] = json.loads(body)
+    if data.get("p") != purpose:
+        raise BadToken(f"not a {purpose} token")
+    if now.timestamp() >= data["e"]:
         raise BadToken("expired")
-    return AckGrant(data["a"], data["r"], expires)
-
-
-def signature(secret: bytes, body: bytes) -> str:
-    """The `X-Safety-Monitor-Signature` header: HMAC-SHA256 of the exact body."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return data
 
 
 def _b64(raw: bytes) -> str:

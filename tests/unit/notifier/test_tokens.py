@@ -38,3 +38,15 @@ def test_a_webhook_signature_is_the_hmac_sha256_of_the_exact_body() -> None:
     body = b'{"alerts":[]}'
     expected = hmac.new(SECRET, body, hashlib.sha256).hexdigest()
     assert signature(SECRET, body) == f"sha256={expected}"
+
+
+def test_a_session_cookie_cannot_acknowledge_and_a_link_cannot_log_in() -> None:
+    from services.notifier.domain.tokens import check_session_token, session_token
+
+    session = session_token(SECRET, "safety-officer", NOW + timedelta(hours=8))
+    assert check_session_token(SECRET, session, NOW) == "safety-officer"
+    with pytest.raises(BadToken, match="not a ack token"):
+        check_ack_token(SECRET, session, NOW)
+    link = ack_token(SECRET, "a-1", "safety-officer", NOW + timedelta(hours=1))
+    with pytest.raises(BadToken, match="not a session token"):
+        check_session_token(SECRET, link, NOW)
