@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Alembic keeps its running context in module globals, and SQLAlchemy's asyncio runs each
+# migration in a greenlet of the event loop's thread: two stores migrating at once in one
+# process must take turns at the asyncio level (a thread lock would deadlock the loop).
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def migrate(
+    engine: AsyncEngine, migrations: Path, version_table: str = "alembic_version"
+) -> None:
+    """Runs `migrations` to head on `engine`, one migration at a time in this process."""
+    turn = _TURNS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with turn, engine.begin() as conn:
+        await conn.run_sync(upgrade, migrations, version_table)
 
 
 def upgrade(sync_connection: Any, migrations: Path, version_table: str = "alembic_version") -> None:

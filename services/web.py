@@ -32,8 +32,9 @@ async def serve_beside(
     server = None
     if app is not None:
         config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
-        )
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+            timeout_graceful_shutdown=3,  # open event streams (the live page) are cut after it
+        )  # fmt: skip
         server = _Server(config)
     served = asyncio.create_task(server.serve()) if server else None
     try:

@@ -4,23 +4,49 @@ nothing) or by `POST /alerts/{id}/ack` with a bearer token."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    StreamingResponse,
+)
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.notifier.domain.tokens import AckGrant, BadToken, check_ack_token
+from contracts import Severity
+from services.notifier.domain.tokens import (
+    AckGrant,
+    BadToken,
+    check_ack_token,
+    check_session_token,
+    session_token,
+)
 from services.notifier.render import TEMPLATES
 from services.notifier.service import Notifier
 
+STATIC = Path(__file__).parent / "static"
 
-def build_api(notifier: Notifier, link_secret: bytes, api_tokens: dict[str, str]) -> FastAPI:
+
+SESSION = "sm_session"
+SESSION_TTL = timedelta(hours=12)
+
+
+def build_api(
+    notifier: Notifier, link_secret: bytes, api_tokens: dict[str, str], *, secure: bool = False
+) -> FastAPI:
     app = FastAPI(title="safety-monitor notifier")
     pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
     app.include_router(_health(notifier))
+    app.include_router(_board(notifier, pages, link_secret, api_tokens, secure))
 
     def grant(token: str) -> AckGrant:
         try:
@@ -59,11 +85,18 @@ def build_api(notifier: Notifier, link_secret: bytes, api_tokens: dict[str, str]
 
     @app.post("/alerts/{alert_id}/ack")
     async def ack_by_token(
-        alert_id: str, authorization: Annotated[str | None, Header()] = None
+        alert_id: str,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        x_safety_monitor: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
         who = api_tokens.get((authorization or "").removeprefix("Bearer ").strip())
+        if not who and x_safety_monitor == "1":
+            # the live page: its session cookie (SameSite=Strict) and a header no other site
+            # can send without a CORS preflight this server never grants
+            who = _session(request, link_secret)
         if not who:
-            raise HTTPException(401, "a bearer token is required")
+            raise HTTPException(401, "a bearer token or a session is required")
         tracker = await notifier.store.tracker(alert_id)
         if tracker is None:
             raise HTTPException(404, "no such alert")
@@ -78,6 +111,69 @@ def build_api(notifier: Notifier, link_secret: bytes, api_tokens: dict[str, str]
         }
 
     return app
+
+
+def _session(request: Request, secret: bytes) -> str | None:
+    try:
+        return check_session_token(secret, request.cookies.get(SESSION, ""), datetime.now(UTC))
+    except BadToken:
+        return None
+
+
+def _board(
+    notifier: Notifier, pages: Environment, secret: bytes, tokens: dict[str, str], secure: bool
+) -> APIRouter:
+    """The live page: sign in with a token, then the open alerts, pushed as they change."""
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse)
+    async def board(request: Request) -> HTMLResponse:
+        who = _session(request, secret)
+        if who is None:
+            return HTMLResponse(pages.get_template("login.html.j2").render(error=None))
+        html = pages.get_template("board.html.j2").render(
+            who=who, board=await notifier.board(), severities=[s.value for s in Severity]
+        )
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode(errors="replace"))
+        who = tokens.get((form.get("token") or [""])[0].strip())
+        if who is None:
+            html = pages.get_template("login.html.j2").render(error="Unknown token.")
+            return HTMLResponse(html, status_code=401)
+        cookie = session_token(secret, who, datetime.now(UTC) + SESSION_TTL)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            SESSION, cookie, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
+            samesite="strict", secure=secure,
+        )  # fmt: skip
+        return response
+
+    @router.get("/events")
+    async def events(request: Request) -> StreamingResponse:
+        if _session(request, secret) is None:
+            raise HTTPException(401, "sign in first")
+
+        async def stream() -> AsyncIterator[str]:
+            seen = -1
+            while not await request.is_disconnected():
+                if notifier.version != seen:
+                    seen = notifier.version
+                    yield f"event: board\ndata: {json.dumps(await notifier.board())}\n\n"
+                else:
+                    yield ": still here\n\n"
+                await notifier.wait_change(seen, timeout_s=15)
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    @router.get("/static/board.js")
+    async def script() -> FileResponse:
+        return FileResponse(STATIC / "board.js", media_type="text/javascript")
+
+    return router
 
 
 def _health(notifier: Notifier) -> APIRouter:

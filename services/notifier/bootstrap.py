@@ -51,4 +51,6 @@ def build(s: NotifierSettings) -> NotifierParts:
         tick_s=s.notifier_tick_s,
         retry_max_s=s.notifier_retry_max_s,
     )
-    return NotifierParts(s, notifier, build_api(notifier, link_secret, s.tokens()))
+    secure = s.notifier_public_url.startswith("https://")
+    app = build_api(notifier, link_secret, s.tokens(), secure=secure)
+    return NotifierParts(s, notifier, app)

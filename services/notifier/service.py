@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import uuid
@@ -66,6 +67,40 @@ class Notifier:
         self.wake = asyncio.Event()
         self.producer: AIOKafkaProducer | None = None
         self.consuming = False
+        self.version = 0  # the board's: rises on every change the live page should show
+        self._changed = asyncio.Condition()
+
+    async def changed(self) -> None:
+        """Tells the live page's streams that the board moved."""
+        async with self._changed:
+            self.version += 1
+            self._changed.notify_all()
+
+    async def wait_change(self, seen: int, timeout_s: float) -> None:
+        async with self._changed:
+            if self.version == seen:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout_s)
+
+    async def board(self, limit: int = 200) -> list[dict[str, object]]:
+        """The live page's rows: open and acknowledged alerts, newest first."""
+        rows = [r for r in await self.store.board() if r["status"] in ("open", "acknowledged")]
+        out = []
+        for r in rows[:limit]:
+            raised = json.loads(r["raised"])
+            out.append(
+                {
+                    "alert_id": r["alert_id"],
+                    "severity": r["severity"],
+                    "rule_id": r["rule_id"],
+                    "participant": r["participant_id"],
+                    "title": raised["title"],
+                    "due_by": raised.get("due_by"),
+                    "status": r["status"],
+                    "acknowledged_by": r["acknowledged_by"],
+                }
+            )
+        return out
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.store.migrate()
@@ -117,6 +152,7 @@ class Notifier:
                         log.warning("refused %s", why)
                     self.metrics.consumed.inc(len(batch))
                     self.wake.set()
+                    await self.changed()
                 await self._lag(consumer, parts)
         finally:
             self.consuming = False
@@ -241,6 +277,7 @@ class Notifier:
         changed = await self.store.acknowledge(alert_id, by, now)
         if changed:
             self.metrics.acknowledged.inc()
+            await self.changed()
         return changed
 
     async def _gauges(self) -> None:

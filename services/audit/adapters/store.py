@@ -33,7 +33,7 @@ from services.audit.domain.chain import (
     verify,
 )
 from services.audit.domain.read_models import Change, alert_status, changes
-from services.sql import upgrade
+from services.sql import migrate
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 _TABLES: dict[str, Table] = {tbl.name: tbl for tbl in t.READ_MODELS}
@@ -55,10 +55,6 @@ class Appended:
     head_seq: int
     checkpoints: int
     conflicts: int = 0  # an event_id already in the log, with other content
-
-
-def _upgrade(sync_connection: Any) -> None:
-    upgrade(sync_connection, MIGRATIONS)
 
 
 def _utc(values: dict[str, Any]) -> dict[str, Any]:
@@ -102,8 +98,7 @@ class AuditStore:
         self.engine: AsyncEngine = create_async_engine(url)
 
     async def migrate(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(_upgrade)
+        await migrate(self.engine, MIGRATIONS)
 
     async def close(self) -> None:
         await self.engine.dispose()

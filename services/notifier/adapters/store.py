@@ -47,7 +47,7 @@ from contracts.dead_letters import accept
 from contracts.topics import topic_named
 from services.notifier.domain.desk import Kind, Message, Status, Tracked, due
 from services.notifier.domain.routes import Delivery, Routes
-from services.sql import insert_for, upgrade
+from services.sql import insert_for, migrate
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 VERSION_TABLE = "notifier_alembic_version"
@@ -122,8 +122,7 @@ class NotifierStore:
         self.engine: AsyncEngine = create_async_engine(url)
 
     async def migrate(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(upgrade, MIGRATIONS, VERSION_TABLE)
+        await migrate(self.engine, MIGRATIONS, VERSION_TABLE)
 
     async def close(self) -> None:
         await self.engine.dispose()
