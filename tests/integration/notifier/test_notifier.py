@@ -214,3 +214,80 @@ def test_a_wrong_routes_file_stops_the_notifier_at_start_naming_the_line(
     )  # fmt: skip
     assert done.returncode == 2
     assert "line 4: routes.0.to.0: 'nobody' is not in recipients" in done.stderr
+
+
+async def test_a_notifier_killed_between_send_and_record_repeats_the_same_message_only(
+    kafka: str, tmp_path: Path, webhook: tuple[str, Hooks]
+) -> None:
+    """SIGKILL after the SMTP server took the mail, before the notifier recorded it: after a
+    restart the mail comes once more with the same Message-ID (what README documents), then
+    never again; the alert is recorded as delivered."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    hook_url, _ = webhook
+    settings = settings_for(kafka, tmp_path, free_port(), hook_url)
+    env = {
+        **os.environ,
+        "SAFETY_MONITOR_KAFKA_BOOTSTRAP": kafka,
+        "SAFETY_MONITOR_NOTIFIER_ROUTES": str(settings.notifier_routes),
+        "SAFETY_MONITOR_NOTIFIER_DATABASE_URL": settings.notifier_database_url,
+        "SAFETY_MONITOR_NOTIFIER_SMTP_PORT": str(settings.notifier_smtp_port),
+        "SAFETY_MONITOR_NOTIFIER_PORT": str(free_port()),
+        "SAFETY_MONITOR_NOTIFIER_TICK_S": "0.2",
+        "SAFETY_MONITOR_NOTIFIER_RETRY_MAX_S": "1",
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        log = (tmp_path / f"notifier-{len(procs)}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "notifier", "serve"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+
+    class KillOnFirst(Inbox):
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            reply = await super().handle_DATA(server, session, envelope)
+            if len(self.mails) == 1:
+                os.killpg(procs[-1].pid, signal.SIGKILL)  # took it; the sender never hears
+            return reply
+
+    inbox = KillOnFirst()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=settings.notifier_smtp_port)
+    smtp.start()
+    try:
+        start()
+        a = unique_alert()
+        await produce_raw(kafka, SAFETY_ALERTS.name, key_for(a), encode(a))
+        await until(lambda: procs[0].poll() is not None, 90)
+        assert procs[0].returncode == -signal.SIGKILL
+        start()
+
+        def emails() -> list[Message]:
+            return [m for m in inbox.mails if a.participant_id in str(m["Subject"])]
+
+        await until(lambda: len(emails()) >= 2, 90)
+        mine = str(a.alert_id).encode()
+        await wait_for(
+            kafka, "safety.alert-lifecycle",
+            lambda m: any(k == mine and b'"alert.delivered"' in v and b'"email"' in v
+                          for k, v in m),
+        )  # fmt: skip
+        await asyncio.sleep(2)  # time for a wrong third copy
+        first, second = emails()
+        assert len(emails()) == 2
+        assert first["Message-ID"] == second["Message-ID"]  # the repeat is recognisable
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(30)
+        smtp.stop()
