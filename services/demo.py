@@ -16,18 +16,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections import Counter
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiosmtpd.controller import Controller
 
 from contracts import (
     CATALOG,
@@ -51,6 +55,7 @@ from services.sample import demo_trial
 
 INGEST_PORT = 8001
 WORKER_PORT = 8002
+NOTIFIER_PORT = 8003
 
 
 async def partitions_of(bootstrap: str, topic: str) -> list[int]:
@@ -206,6 +211,57 @@ def _audit(bootstrap: str, home: Path) -> None:
     )
 
 
+DEMO_ROUTES = """\
+recipients:
+  safety-officer: {email: safety.officer@trial.example}
+  medical-monitor: {email: medical.monitor@trial.example}
+routes:
+  - {to: [safety-officer], channels: [email]}
+  - {match: {rule: [trial.stopping_rule]}, to: [medical-monitor], channels: [email]}
+escalation:
+  - {after_minutes: 30, to: medical-monitor}
+group_window_seconds: 5
+"""
+
+
+class SmtpSink:
+    """A local SMTP server that takes every mail and prints its recipient and subject."""
+
+    def __init__(self) -> None:
+        self.alert_ids: set[str] = set()
+        self.count = 0
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        mail = message_from_bytes(envelope.content, policy=policy.default)
+        key = str(mail.get("X-Safety-Monitor-Key", "")).strip()  # a long header is folded
+        if key.startswith("alert|"):
+            self.alert_ids |= set(key.split("|")[1].split("+"))
+        self.count += 1
+        subject = str(mail["Subject"]).strip()
+        print(f"[demo]   email to {', '.join(envelope.rcpt_tos)}: {subject}", flush=True)
+        return "250 OK"
+
+
+def _told(sink: SmtpSink, home: Path) -> set[str]:
+    """Alerts emailed in this run, or delivered by the notifier in an earlier one."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{home / 'notifier.db'}?mode=ro", uri=True) as db:
+            rows = db.execute(
+                "SELECT alert_id FROM notifier_alerts WHERE first_delivered_at IS NOT NULL"
+            ).fetchall()
+    except sqlite3.Error:
+        rows = []
+    return sink.alert_ids | {r[0] for r in rows}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def run(settings: KafkaSettings) -> int:
     status = KafkaLauncher(settings).up()
     print(f"[demo] {status}")
@@ -216,6 +272,7 @@ def run(settings: KafkaSettings) -> int:
         (home / "ingest.db").unlink(missing_ok=True)
         (home / "audit.db").unlink(missing_ok=True)
         shutil.rmtree(home / "safety-rules", ignore_errors=True)  # the worker's state and offsets
+        (home / "notifier.db").unlink(missing_ok=True)
         print("[demo] new broker storage: the demo's databases start afresh too")
     env = {"SAFETY_MONITOR_KAFKA_BOOTSTRAP": status.bootstrap}
     worker = _start(
@@ -229,8 +286,30 @@ def run(settings: KafkaSettings) -> int:
         home,
     )
     ingest = _start("ingest", ["ingest", "serve", "--port", str(INGEST_PORT)], env, home)
+    sink, smtp_port, officer = SmtpSink(), _free_port(), secrets.token_urlsafe(12)
+    smtp = Controller(sink, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    (home / "demo-routes.yaml").write_text(DEMO_ROUTES)
+    notifier = _start(
+        "notifier",
+        ["notifier", "serve", "--port", str(NOTIFIER_PORT)],
+        {
+            **env,
+            "SAFETY_MONITOR_NOTIFIER_ROUTES": str(home / "demo-routes.yaml"),
+            "SAFETY_MONITOR_NOTIFIER_SMTP_PORT": str(smtp_port),
+            "SAFETY_MONITOR_NOTIFIER_DATABASE_URL": f"sqlite+aiosqlite:///{home / 'notifier.db'}",
+            "SAFETY_MONITOR_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{NOTIFIER_PORT}",
+            "SAFETY_MONITOR_NOTIFIER_API_TOKENS": f"safety-officer:{officer}",
+        },
+        home,
+    )
     missing: set[str] = set()
     try:
+        _wait_ready(notifier, f"http://127.0.0.1:{NOTIFIER_PORT}/readyz", "notifier")
+        print(
+            f"[demo] notifier ready: live page http://127.0.0.1:{NOTIFIER_PORT}/ "
+            f"(token {officer}); mail goes to a local SMTP sink on port {smtp_port}"
+        )
         _wait_ready(worker, f"http://127.0.0.1:{WORKER_PORT}/readyz", "rules-worker")
         _wait_ready(ingest, f"http://127.0.0.1:{INGEST_PORT}/readyz", "ingest")
         print(f"[demo] rules worker ready: http://127.0.0.1:{WORKER_PORT}/metrics")
@@ -258,11 +337,22 @@ def run(settings: KafkaSettings) -> int:
         missing = expected - {str(a.alert_id) for a in mine}
         verdict = "agree" if not missing else f"{len(missing)} alerts missing"
         print(f"[demo] stream vs `safety-monitor evaluate`: {verdict}")
+        deadline = time.monotonic() + 60
+        while not expected <= _told(sink, home) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        unsent = expected - _told(sink, home)
+        missing |= unsent
+        print(
+            f"[demo] {sink.count} emails in this run; every alert told (now or in an earlier "
+            "run: a replayed alert is never sent twice): "
+            + ("yes" if not unsent else f"no, {len(unsent)} not emailed")
+        )
         _audit(status.bootstrap, home)
     finally:
-        for proc in (ingest, worker):
+        for proc in (notifier, ingest, worker):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
+        smtp.stop()
     for topic in CATALOG:
         events, messages, bad = asyncio.run(read_all(status.bootstrap, topic.name))
         counts = Counter(e.event_type for e in events.values())
