@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,8 @@ from services.notifier.render import Renderer
 log = logging.getLogger("notifier")
 RECORDED_BY = "service:notifier"
 CONSUMED = (SAFETY_ALERTS.name, ALERT_LIFECYCLE.name)
+# one at a time: SQLite takes one writer, and a refused "sent" record would resend a message
+SEND_CONCURRENCY = 1
 
 
 class Notifier:
@@ -178,12 +181,18 @@ class Notifier:
     # -- out: what is owed, sent --------------------------------------------------------------
 
     async def _send(self, stop: asyncio.Event) -> None:
+        gauged = 0.0
         while not stop.is_set():
             try:
                 owed = await self.store.owed(self.clock())
-                for o in owed:
-                    await self._deliver(o)
-                await self._gauges()
+                # several at once: each row is its own message, with its own key and record
+                for n in range(0, len(owed), SEND_CONCURRENCY):
+                    await asyncio.gather(
+                        *(self._deliver(o) for o in owed[n : n + SEND_CONCURRENCY])
+                    )
+                if time.monotonic() - gauged > 1:
+                    await self._gauges()
+                    gauged = time.monotonic()
             except Exception:
                 log.exception("the sender failed; retrying")
                 owed = []

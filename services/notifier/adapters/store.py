@@ -120,6 +120,14 @@ class Owed:
 class NotifierStore:
     def __init__(self, url: str) -> None:
         self.engine: AsyncEngine = create_async_engine(url)
+        self._raised: dict[str, AlertRaised] = {}  # decoded once: alerts are immutable
+
+    def _alert(self, alert_id: str, raised: str) -> AlertRaised:
+        if (a := self._raised.get(alert_id)) is None:
+            decoded = decode(raised.encode())
+            assert isinstance(decoded, AlertRaised)
+            a = self._raised[alert_id] = decoded
+        return a
 
     async def migrate(self) -> None:
         await migrate(self.engine, MIGRATIONS, VERSION_TABLE)
@@ -165,7 +173,7 @@ class NotifierStore:
                 )
             )
         ).all()
-        tracked = [_tracked(r) for r in rows]
+        tracked = [_tracked(r, self._alert(r.alert_id, r.raised)) for r in rows]
         before = {t.alert_id: _state(t) for t in tracked}
         messages = due(tracked, now, routes)
         for t in tracked:
@@ -229,7 +237,7 @@ class NotifierStore:
     async def alerts(self, ids: Iterable[str]) -> dict[str, AlertRaised]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(select(alerts).where(alerts.c.alert_id.in_(list(ids))))
-            return {r.alert_id: decode(r.raised.encode()) for r in rows}  # type: ignore[misc]
+            return {r.alert_id: self._alert(r.alert_id, r.raised) for r in rows}
 
     async def tracker(self, alert_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:
@@ -317,9 +325,7 @@ async def _advance(conn: AsyncConnection, batch: list[Incoming]) -> None:
         )
 
 
-def _tracked(r: Any) -> Tracked:
-    raised = decode(r.raised.encode())
-    assert isinstance(raised, AlertRaised)
+def _tracked(r: Any, raised: AlertRaised) -> Tracked:
     return Tracked(
         alert=raised,
         seen_at=_aware(r.seen_at),
