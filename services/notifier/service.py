@@ -242,11 +242,14 @@ class Notifier:
         log.info("delivered", extra={"key": m.key, "channel": m.delivery.channel.value})
 
     async def _lifecycle(self, kind: type, alert: AlertRaised, key: str, **fields: object) -> None:
-        """A lifecycle event with a deterministic event_id (same delivery, same id), produced
-        and acknowledged by the broker."""
+        """A lifecycle event, produced and acknowledged by the broker. Its id covers the moment
+        too: a delivery repeated after a crash is a second fact, never a second version of the
+        first (which the audit would flag as a conflict)."""
         now = self.clock()
         event = kind(
-            event_id=uuid.uuid5(ALERT_NAMESPACE, f"{kind.__name__}|{key}|{alert.alert_id}"),
+            event_id=uuid.uuid5(
+                ALERT_NAMESPACE, f"{kind.__name__}|{key}|{alert.alert_id}|{now.isoformat()}"
+            ),
             trial_id=alert.trial_id,
             participant_id=alert.participant_id,
             occurred_at=now,
@@ -270,7 +273,7 @@ class Notifier:
         alerts = await self.store.alerts([alert_id])
         alert, now = alerts[alert_id], self.clock()
         event = AlertAcknowledged(
-            event_id=uuid.uuid5(ALERT_NAMESPACE, f"acknowledged|{alert_id}"),
+            event_id=uuid.uuid5(ALERT_NAMESPACE, f"acknowledged|{alert_id}|{by}|{now.isoformat()}"),
             trial_id=alert.trial_id,
             participant_id=alert.participant_id,
             occurred_at=now,

@@ -19,7 +19,7 @@ from services.notifier.bootstrap import build
 from tests.conftest import free_port, unavailable
 from tests.integration.audit.test_projection import caught_up
 from tests.integration.kafka_io import produce_raw, wait_for
-from tests.integration.notifier.test_notifier import settings_for, unique_alert
+from tests.integration.notifier.test_notifier import settings_for, unique_alert, unique_rule
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -40,7 +40,8 @@ async def test_a_new_alert_appears_live_and_is_acknowledged_with_one_click(
 ) -> None:
     from playwright.async_api import async_playwright
 
-    settings = settings_for(kafka, tmp_path, free_port(), "http://127.0.0.1:9/none")
+    rule = unique_rule()
+    settings = settings_for(kafka, tmp_path, free_port(), "http://127.0.0.1:9/none", rule)
     settings.notifier_api_tokens = "safety-officer:officer-token"  # type: ignore[assignment]
     settings = settings.model_validate(settings.model_dump())
     parts = build(settings)
@@ -67,7 +68,7 @@ async def test_a_new_alert_appears_live_and_is_acknowledged_with_one_click(
             await page.click("button[type=submit]")
             await page.wait_for_selector("#live:text('live')")
 
-            a = unique_alert()
+            a = unique_alert(rule)
             await produce_raw(kafka, SAFETY_ALERTS.name, key_for(a), encode(a))
             row = page.locator(f"tr[data-alert-id='{a.alert_id}']")
             await row.wait_for(timeout=30000)  # pushed, no reload

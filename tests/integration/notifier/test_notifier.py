@@ -68,12 +68,15 @@ async def webhook() -> AsyncIterator[tuple[str, Hooks]]:
     await task
 
 
-def settings_for(kafka: str, tmp_path: Path, smtp_port: int, hook_url: str) -> NotifierSettings:
+def settings_for(
+    kafka: str, tmp_path: Path, smtp_port: int, hook_url: str, rule: str = "sae.reported"
+) -> NotifierSettings:
+    """Routes only `rule`: the topic holds every other test's alerts too, routed nowhere."""
     routes = tmp_path / "routes.yaml"
     routes.write_text(
         "recipients:\n"
         f"  safety-officer: {{email: so@trial.example, webhook: '{hook_url}'}}\n"
-        "routes:\n  - {match: {severity: [critical]}, to: [safety-officer], "
+        f"routes:\n  - {{match: {{severity: [critical], rule: ['{rule}']}}, to: [safety-officer], "
         "channels: [email, webhook]}\n"
     )
     return NotifierSettings(
@@ -94,32 +97,39 @@ async def until(check: Any, timeout_s: float = 60) -> None:
             await asyncio.sleep(0.1)
 
 
-def unique_alert() -> AlertRaised:
+def unique_rule() -> str:
+    return f"test.{uuid.uuid4().hex[:8]}"
+
+
+def unique_alert(rule: str) -> AlertRaised:
     pid = f"NT-{uuid.uuid4().hex[:6]}-1"
-    return alert("sae.reported", "critical", pid=pid)
+    return alert(rule, "critical", pid=pid)
 
 
 async def test_one_alert_becomes_one_email_and_one_signed_webhook_and_is_acknowledged_once(
-    kafka: str, tmp_path: Path, webhook: tuple[str, Hooks]
+    kafka: str, tmp_path: Path, webhook: tuple[str, Hooks], fresh_database_url: str
 ) -> None:
     hook_url, hooks = webhook
     inbox, smtp_port = Inbox(), free_port()
     smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
     smtp.start()
-    parts = build(settings_for(kafka, tmp_path, smtp_port, hook_url))
+    rule = unique_rule()
+    settings = settings_for(kafka, tmp_path, smtp_port, hook_url, rule)
+    settings.notifier_database_url = fresh_database_url  # SQLite, then PostgreSQL
+    parts = build(settings)
     stop = asyncio.Event()
     running = asyncio.create_task(parts.notifier.run(stop))
     try:
-        a = unique_alert()
+        a = unique_alert(rule)
         await produce_raw(kafka, SAFETY_ALERTS.name, key_for(a), encode(a))
         mine = str(a.alert_id)
 
         def mails() -> list[Message]:
             return [m for m in inbox.mails if a.participant_id in str(m["Subject"])]
 
-        await until(lambda: mails() and hooks.calls)
+        await until(lambda: mails() and any(mine.encode() in body for _, body in hooks.calls))
         (mail,) = mails()
-        assert str(mail["Subject"]).startswith("[CRITICAL] sae.reported")
+        assert str(mail["Subject"]).startswith(f"[CRITICAL] {rule}")
         assert mail["To"] == "so@trial.example" and mail["Message-ID"]
         text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         assert f"participant {a.participant_id}" in text
@@ -170,13 +180,13 @@ async def test_an_smtp_server_down_for_a_while_gets_the_mail_once_when_it_is_bac
     kafka: str, tmp_path: Path, webhook: tuple[str, Hooks]
 ) -> None:
     hook_url, _ = webhook
-    inbox, smtp_port = Inbox(), free_port()
-    parts = build(settings_for(kafka, tmp_path, smtp_port, hook_url))
+    inbox, smtp_port, rule = Inbox(), free_port(), unique_rule()
+    parts = build(settings_for(kafka, tmp_path, smtp_port, hook_url, rule))
     stop = asyncio.Event()
     running = asyncio.create_task(parts.notifier.run(stop))
     smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
     try:
-        a = unique_alert()
+        a = unique_alert(rule)
         await produce_raw(kafka, SAFETY_ALERTS.name, key_for(a), encode(a))
 
         def failed(messages: list[tuple[bytes | None, bytes]]) -> bool:
@@ -228,7 +238,8 @@ async def test_a_notifier_killed_between_send_and_record_repeats_the_same_messag
     import sys
 
     hook_url, _ = webhook
-    settings = settings_for(kafka, tmp_path, free_port(), hook_url)
+    rule = unique_rule()
+    settings = settings_for(kafka, tmp_path, free_port(), hook_url, rule)
     env = {
         **os.environ,
         "SAFETY_MONITOR_KAFKA_BOOTSTRAP": kafka,
@@ -265,7 +276,7 @@ async def test_a_notifier_killed_between_send_and_record_repeats_the_same_messag
     smtp.start()
     try:
         start()
-        a = unique_alert()
+        a = unique_alert(rule)
         await produce_raw(kafka, SAFETY_ALERTS.name, key_for(a), encode(a))
         await until(lambda: procs[0].poll() is not None, 90)
         assert procs[0].returncode == -signal.SIGKILL
