@@ -286,11 +286,12 @@ class Notifier:
         )
         assert self.producer is not None
         await self.producer.send_and_wait(ALERT_LIFECYCLE.name, encode(event), key=key_for(event))
-        changed = await self.store.acknowledge(alert_id, by, now)
-        if changed:
-            self.metrics.acknowledged.inc()
-            await self.changed()
-        return changed
+        # the consumer may read this very event back and close the tracker first: the
+        # acknowledgement is ours either way, since the alert was open when we made it
+        await self.store.acknowledge(alert_id, by, now)
+        self.metrics.acknowledged.inc()
+        await self.changed()
+        return True
 
     async def _gauges(self) -> None:
         board = await self.store.board()
