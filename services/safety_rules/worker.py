@@ -365,7 +365,6 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         for k in failed:
             del offsets[k]
         await self._commit(
-            [],
             offsets,
             {pid: p for pid, p in dirty.items() if (self.events_topic, p) in offsets},
             trials_dirty if (self.signals_topic, 0) in offsets else set(),
@@ -404,15 +403,9 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self._consumer().resume(tp)
 
     async def _commit(
-        self,
-        sends: list[Awaitable[Any]],
-        offsets: dict[TP, tuple[int, int]],
-        dirty: dict[str, int],
-        trials_dirty: set[str],
+        self, offsets: dict[TP, tuple[int, int]], dirty: dict[str, int], trials_dirty: set[str]
     ) -> None:
-        """Every produce acknowledged, then state and offsets in one transaction."""
-        if sends:
-            await asyncio.gather(*sends)
+        """State and offsets in one transaction (called once every produce was acknowledged)."""
         await self.store.commit(
             Commit(
                 offsets=offsets,
@@ -574,7 +567,8 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     offsets[(t, p)] = (owned.epoch, owned.next_offset)
                 self._publish(out.alerts, [], sends, counted)
         if offsets:
-            await self._commit(sends, offsets, dirty, set())
+            await asyncio.gather(*sends)
+            await self._commit(offsets, dirty, set())
             self._count(counted)
 
     # -- liveness ----------------------------------------------------------------------------

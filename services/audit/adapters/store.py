@@ -227,47 +227,27 @@ class AuditStore:
         return 1
 
     async def _undecodable(self, conn: AsyncConnection, msg: Incoming, why: str) -> int:
-        key = and_(
-            t.audit_undecodable.c.topic == msg.topic,
-            t.audit_undecodable.c.partition == msg.partition,
-            t.audit_undecodable.c.offset == msg.offset,
+        return await _keep_once(
+            conn,
+            t.audit_undecodable,
+            msg,
+            reason=_text(why),
+            raw=_text(msg.value.decode("utf-8", errors="replace")),
+            raw_base64=base64.b64encode(msg.value).decode(),
         )
-        if (await conn.execute(select(t.audit_undecodable.c.offset).where(key))).first():
-            return 0
-        await conn.execute(
-            insert(t.audit_undecodable).values(
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                reason=_text(why),
-                raw=_text(msg.value.decode("utf-8", errors="replace")),
-                raw_base64=base64.b64encode(msg.value).decode(),
-            )
-        )
-        return 1
 
     async def _conflict(
         self, conn: AsyncConnection, msg: Incoming, event_id: str, first_seq: int, canonical: str
     ) -> int:
-        key = and_(
-            t.audit_conflicts.c.topic == msg.topic,
-            t.audit_conflicts.c.partition == msg.partition,
-            t.audit_conflicts.c.offset == msg.offset,
+        return await _keep_once(
+            conn,
+            t.audit_conflicts,
+            msg,
+            event_id=event_id,
+            first_seq=first_seq,
+            canonical=canonical,
+            seen_at=datetime.now(UTC),
         )
-        if (await conn.execute(select(t.audit_conflicts.c.offset).where(key))).first():
-            return 0
-        await conn.execute(
-            insert(t.audit_conflicts).values(
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                event_id=event_id,
-                first_seq=first_seq,
-                canonical=canonical,
-                seen_at=datetime.now(UTC),
-            )
-        )
-        return 1
 
     async def conflicts(self) -> list[dict[str, Any]]:
         """Messages that reused an event_id with other content, oldest first."""
@@ -377,6 +357,21 @@ class AuditStore:
                     (dict(r) for r in rows), key=lambda r: repr(sorted(r.items()))
                 )
         return out
+
+
+async def _keep_once(conn: AsyncConnection, table: Table, msg: Incoming, **values: Any) -> int:
+    """A row about one message (topic, partition, offset), kept once however often it comes."""
+    key = and_(
+        table.c.topic == msg.topic,
+        table.c.partition == msg.partition,
+        table.c.offset == msg.offset,
+    )
+    if (await conn.execute(select(table.c.offset).where(key))).first():
+        return 0
+    await conn.execute(
+        insert(table).values(topic=msg.topic, partition=msg.partition, offset=msg.offset, **values)
+    )
+    return 1
 
 
 def _text(s: str) -> str:

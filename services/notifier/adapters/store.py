@@ -96,7 +96,6 @@ outbox = Table(
     Column("sent_at", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),
 )
-FINAL = (Status.ACKNOWLEDGED.value, Status.RESOLVED.value)
 
 
 @dataclass(frozen=True)
