@@ -6,9 +6,9 @@ import uuid
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
-from contracts.common import Envelope, NonEmptyStr, ParticipantId
+from contracts.common import Envelope, Instant, NonEmptyStr, ParticipantId, Text
 
 # Namespace for deterministic alert ids: the same trigger always yields the same alert_id.
 ALERT_NAMESPACE = uuid.UUID("6f1c1d2e-5b0a-4f7e-9a55-2d0f4f0a7c11")
@@ -49,7 +49,7 @@ class AlertRaised(_AlertEnvelope):
     severity: Severity
     title: NonEmptyStr
     evidence: list[uuid.UUID] = Field(min_length=1, description="event_ids that triggered it")
-    due_by: AwareDatetime | None = Field(default=None, description="Regulatory or review deadline")
+    due_by: Instant | None = Field(default=None, description="Regulatory or review deadline")
     thresholds: dict[str, Scalar] = Field(default_factory=dict)
     facts: dict[str, Scalar] = Field(default_factory=dict, description="Measured values")
 
@@ -65,13 +65,13 @@ class AlertDeliveryFailed(_AlertEnvelope):
     channel: Channel
     recipient: NonEmptyStr
     attempt: int = Field(ge=1)
-    error: str = Field(max_length=2000)
+    error: Text
 
 
 class AlertAcknowledged(_AlertEnvelope):
     event_type: Literal["alert.acknowledged"] = "alert.acknowledged"
     acknowledged_by: NonEmptyStr
-    note: str | None = Field(default=None, max_length=2000)
+    note: Text | None = None
 
 
 class AlertEscalated(_AlertEnvelope):
@@ -88,10 +88,10 @@ class AlertWithdrawn(_AlertEnvelope):
     withdrawn_by: uuid.UUID = Field(description="event_id of the correcting event")
     superseded: uuid.UUID = Field(description="event_id of the evidence it corrected")
     rule_id: NonEmptyStr
-    reason: str = Field(min_length=1, max_length=2000, description="Why: the correction")
+    reason: Text = Field(min_length=1, description="Why: the correction")
 
 
 class AlertResolved(_AlertEnvelope):
     event_type: Literal["alert.resolved"] = "alert.resolved"
     resolved_by: NonEmptyStr
-    resolution: str = Field(min_length=1, max_length=2000)
+    resolution: Text = Field(min_length=1)

@@ -7,14 +7,102 @@ unknown fields refused, timestamps always with a time zone.
 from __future__ import annotations
 
 import re
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 from uuid import UUID
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 SCHEMA_VERSION = 1
+
+# Two ways into the typed world (contracts.events): *accepting* a fact at the door checks every
+# bound below; *decoding* a fact already on a topic (a consumer, a replay) checks shape and types
+# only, so tightening a bound later never turns a recorded fact into a dead letter.
+REPLAY = "replay"  # validation-context flag: decoding, not accepting
+WINDOW = "window"  # validation-context entry: (earliest, latest) an accepted instant may name
+
+
+def replaying(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get(REPLAY))
+
+
+@dataclass(frozen=True)
+class Accepting:
+    """A bound checked when a fact is accepted, never when it is decoded from a topic.
+
+    `Annotated[float, Accepting(gt=20, le=350)]`; the JSON Schema states it as usual."""
+
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+    max_length: int | None = None
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.with_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        for key, value in (
+            ("exclusiveMinimum", self.gt),
+            ("minimum", self.ge),
+            ("maximum", self.le),
+            ("maxLength", self.max_length),
+        ):
+            if value is not None:
+                out[key] = value
+        return out
+
+    def _check(self, value: Any, info: ValidationInfo) -> Any:
+        if value is None or replaying(info):
+            return value
+        if self.max_length is not None and len(value) > self.max_length:
+            raise ValueError(f"is {len(value)} characters long; at most {self.max_length}")
+        if self.gt is not None and not value > self.gt:
+            raise ValueError(f"must be greater than {self.gt:g}")
+        if self.ge is not None and not value >= self.ge:
+            raise ValueError(f"must be at least {self.ge:g}")
+        if self.le is not None and not value <= self.le:
+            raise ValueError(f"must be at most {self.le:g}")
+        return value
+
+
+def _check_instant(value: datetime, info: ValidationInfo) -> datetime:
+    try:
+        at = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("is not a time that exists in UTC (year out of range)") from None
+    window = info.context.get(WINDOW) if info.context and not replaying(info) else None
+    if window is not None:
+        earliest, latest = window
+        if not earliest <= at <= latest:
+            raise ValueError(
+                f"{at.isoformat()} is outside the accepted window "
+                f"{earliest.isoformat()} .. {latest.isoformat()}"
+            )
+    return value
+
+
+# A point in time: with a zone, convertible to UTC (year 1-9999 there), and when accepted at the
+# door within the window ingest passes (e.g. 1900 to now + 1 day).
+Instant = Annotated[AwareDatetime, AfterValidator(_check_instant)]
 
 # A pseudonymous code: letters, digits and . _ - only, with at least one digit, so that a
 # name ("Jane Doe", "JaneDoe") can never pass for an identifier. Examples: DN-001, 01-701-1015,
@@ -59,7 +147,9 @@ def _check_partial_date(value: str) -> str:
 # A clinical date known perhaps only to the month or year (SDTM --DTC); never completed by guess.
 PartialDate = Annotated[str, AfterValidator(_check_partial_date)]
 
-NonEmptyStr = Annotated[str, Field(min_length=1, max_length=200)]
+NonEmptyStr = Annotated[str, Field(min_length=1), Accepting(max_length=200)]
+# Free text (reasons, notes, errors): bounded at the door.
+Text = Annotated[str, Accepting(max_length=2000)]
 
 
 class Source(StrEnum):
@@ -75,21 +165,21 @@ class Source(StrEnum):
 class Envelope(BaseModel):
     """Fields every event carries. `event_id` is the idempotency key."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_enum_values=False, allow_inf_nan=False
+    )
 
     event_id: UUID
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     trial_id: NonEmptyStr
-    occurred_at: AwareDatetime = Field(description="Clinical time, e.g. sample collection")
-    recorded_at: AwareDatetime = Field(description="When the system of record received the fact")
+    occurred_at: Instant = Field(description="Clinical time, e.g. sample collection")
+    recorded_at: Instant = Field(description="When the system of record received the fact")
     recorded_by: NonEmptyStr = Field(description="The authenticated writer (site key, service)")
     source: Source
     supersedes: UUID | None = Field(
         default=None, description="For a correction: the event_id this event corrects"
     )
-    reason: str | None = Field(
-        default=None, max_length=2000, description="Why: required with `supersedes`"
-    )
+    reason: Text | None = Field(default=None, description="Why: required with `supersedes`")
 
     @model_validator(mode="after")
     def _correction_needs_reason(self) -> Self:

@@ -1,13 +1,18 @@
 """Every event type as one discriminated union, and the codec between events and bytes.
 
-`parse_event` is the single way into the typed world: it accepts bytes, str or a dict and either
-returns an event or raises `InvalidEvent`, whose `errors` name each field and the reason.
+Two ways into the typed world, each taking bytes, str or a dict and either returning an event or
+raising `InvalidEvent`, whose `errors` name each field and the reason:
+- `parse_event` *accepts* a fact (ingest, hand-written files): every bound, and with `window` the
+  instants it may name;
+- `decode` reads a fact already recorded on a topic (every consumer, a replay): shape and types
+  only, so a bound tightened later never turns a recorded fact into a dead letter.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, TypeAlias, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -29,6 +34,7 @@ from contracts.clinical import (
     ParticipantEnrolled,
     VisitCompleted,
 )
+from contracts.common import REPLAY, WINDOW
 
 ClinicalEvent: TypeAlias = (
     ParticipantEnrolled | DoseAdministered | VisitCompleted | LabResulted | AeReported | AeUpdated
@@ -95,13 +101,24 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
     return out
 
 
-def parse_event(raw: bytes | str | dict[str, Any]) -> AnyEvent:
-    """The event in `raw`, validated (units normalised), or InvalidEvent naming what is wrong."""
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_event(
+    raw: bytes | str | dict[str, Any], *, window: tuple[datetime, datetime] | None = None
+) -> AnyEvent:
+    """The event in `raw`, accepted: validated against every bound (units normalised; with
+    `window`, each instant within it), or InvalidEvent naming what is wrong."""
+    return _validate(raw, {WINDOW: window} if window else None)
+
+
+def _validate(raw: bytes | str | dict[str, Any], context: dict[str, Any] | None) -> AnyEvent:
     data: Any = raw
     if isinstance(raw, bytes | str):
         try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            data = json.loads(raw, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as e:  # also NaN, huge integers, deep nesting
             raise InvalidEvent([FieldError("(body)", f"not valid JSON: {e}")]) from None
     if not isinstance(data, dict):
         raise InvalidEvent([FieldError("(body)", "an event must be a JSON object")])
@@ -114,7 +131,7 @@ def parse_event(raw: bytes | str | dict[str, Any]) -> AnyEvent:
             [FieldError("event_type", f"unknown event type {event_type!r} (known: {known})")]
         )
     try:
-        return _ADAPTER.validate_python(data)
+        return _ADAPTER.validate_python(data, context=context)
     except ValidationError as e:
         raise InvalidEvent(_field_errors(e)) from None
 
@@ -128,5 +145,6 @@ def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def decode(raw: bytes) -> AnyEvent:
-    return parse_event(raw)
+def decode(raw: bytes | str | dict[str, Any]) -> AnyEvent:
+    """A recorded event: shape and types checked, acceptance bounds not (see the module doc)."""
+    return _validate(raw, {REPLAY: True})

@@ -78,8 +78,8 @@ def fold_unit(unit: str) -> str:
     return _SPELLINGS.get(unit.strip().lower(), unit.strip())
 
 
-def normalise(analyte: Analyte, value: float, unit: str) -> float:
-    """`value` in `unit` converted to the analyte's canonical unit, range-checked.
+def normalise(analyte: Analyte, value: float, unit: str, *, check: bool = True) -> float:
+    """`value` in `unit` converted to the analyte's canonical unit, range-checked (`check`).
 
     Raises UnitError naming the unit or the range that was broken.
     """
@@ -90,7 +90,8 @@ def normalise(analyte: Analyte, value: float, unit: str) -> float:
         raise UnitError(f"unit {unit!r} is not accepted for {analyte.value} (accepted: {accepted})")
     multiply, divide = rule.factors[folded]
     converted = value * multiply / divide
-    check_range(analyte, converted)
+    if check:
+        check_range(analyte, converted)
     return converted
 
 

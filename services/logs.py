@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,16 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+    def formatException(self, ei: Any) -> str:
+        """Where it failed and the exception's type, never its message: a database error's
+        message carries the statement's values (a participant id, a birth date)."""
+        kind, _, tb = ei
+        frames = traceback.extract_tb(tb)
+        where = " <- ".join(
+            f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames[::-1]
+        )
+        return f"{kind.__module__}.{kind.__qualname__} at {where}"
 
 
 def configure(service: str, level: int = logging.INFO) -> logging.Handler:

@@ -1,13 +1,85 @@
-"""What every service's SQL store shares: Alembic migrations run on the caller's connection."""
+"""What every service's SQL store shares: how an engine is made, Alembic migrations run once
+under a lock, and the lock that lets only one process write what must have one writer."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
 import weakref
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+
+def open_engine(url: str, **options: Any) -> AsyncEngine:
+    """An engine for `url`. A SQLite file is created readable by its owner only (0600: the
+    databases hold birth dates and the trail); statement values never appear in an error's
+    text (they would reach the logs)."""
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    return create_async_engine(url, hide_parameters=True, **options)
+
+
+def sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).resolve()
+
+
+@contextlib.asynccontextmanager
+async def exclusive(
+    engine: AsyncEngine, name: str, *, wait: bool = True
+) -> AsyncIterator[AsyncConnection | None]:
+    """Holds a lock named `name` across processes for this database: a PostgreSQL advisory
+    lock on a connection kept open (yielded), or for SQLite an flock on a file beside the
+    database. With `wait=False` a lock held elsewhere raises `Held` at once."""
+    path = sqlite_path(str(engine.url))
+    if path is not None:
+        fd = os.open(f"{path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
+            try:
+                await asyncio.to_thread(fcntl.flock, fd, flags)
+            except BlockingIOError:
+                raise Held(name) from None
+            yield None
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+        return
+    if engine.dialect.name != "postgresql":
+        yield None
+        return
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    async with engine.connect() as conn:
+        if wait:
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        elif not (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar():
+            raise Held(name)
+        await conn.commit()
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):  # a lost connection released it already
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                await conn.commit()
+
+
+class Held(RuntimeError):
+    """Another process holds the lock."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name}: held by another process")
+
 
 # Alembic keeps its running context in module globals, and SQLAlchemy's asyncio runs each
 # migration in a greenlet of the event loop's thread: two stores migrating at once in one
@@ -20,9 +92,10 @@ _TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
 async def migrate(
     engine: AsyncEngine, migrations: Path, version_table: str = "alembic_version"
 ) -> None:
-    """Runs `migrations` to head on `engine`, one migration at a time in this process."""
+    """Runs `migrations` to head on `engine`, once however many processes start together (a
+    lock per database and version table), one migration at a time in this process."""
     turn = _TURNS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    async with turn, engine.begin() as conn:
+    async with turn, exclusive(engine, f"migrate-{version_table}"), engine.begin() as conn:
         await conn.run_sync(upgrade, migrations, version_table)
 
 

@@ -4,12 +4,15 @@ event loop, and one graceful shutdown on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 
 class _Server(uvicorn.Server):
@@ -43,3 +46,41 @@ async def serve_beside(
         if server and served:
             server.should_exit = True
             await served
+
+
+def guard(app: FastAPI, count: Callable[[str, int, float], None], log: logging.Logger) -> None:
+    """What every HTTP API shares: one error shape for every 4xx, FastAPI's own validation
+    errors included (naming the field, never echoing the input), and every request counted by
+    `count(route, status, seconds)`, an unhandled error too (as a 500, logged without the
+    request's data)."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    def shaped(status: int, detail: str, errors: list[dict[str, str]]) -> JSONResponse:
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Any, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "reason": str(e["msg"])}
+            for e in exc.errors()
+        ]
+        return shaped(422, "invalid request", errors)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Any, exc: HTTPException) -> JSONResponse:
+        reason = [{"field": "(path)", "reason": str(exc.detail)}]
+        return shaped(exc.status_code, str(exc.detail), reason)
+
+    @app.middleware("http")
+    async def measure(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception as e:  # counted and answered in the project's shape, never leaked
+            log.error("unhandled %s on %s", type(e).__name__, request.url.path)
+            response = shaped(500, "internal error", [{"field": "(service)", "reason": "logged"}])
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        count(route, response.status_code, time.perf_counter() - started)
+        return response

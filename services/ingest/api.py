@@ -2,11 +2,11 @@
 # No `from __future__ import annotations` here: FastAPI resolves route annotations at runtime,
 # and the dependencies are closures of create_app.
 
+import asyncio
 import hashlib
 import json
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field, TypeAdapter
 
 from contracts import ClinicalEvent
-from services.ingest.adapters.kafka_log import EventLog, LogUnavailable
+from services.ingest.adapters.kafka_log import EventLog, EventTooLarge, LogUnavailable
 from services.ingest.adapters.store import IngestStore
 from services.ingest.domain.fhir import FhirContext, map_bundle
 from services.ingest.domain.mapping import RowError
@@ -26,6 +26,7 @@ from services.ingest.importer import import_sdtm
 from services.ingest.metrics import IngestMetrics
 from services.ingest.service import Ingest, Outcome, Refused, Result
 from services.ingest.settings import IngestSettings
+from services.web import guard
 
 log = logging.getLogger("ingest.api")
 
@@ -56,17 +57,52 @@ def _request_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     return body, components
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+class BodyTooSlow(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"not received within {seconds:g} s")
+
+
+async def _read_limited(request: Request, limit: int, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):  # a body trickled in holds a worker no longer
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTooSlow(timeout_s) from None
     return b"".join(chunks)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_json(raw: bytes, max_depth: int) -> Any:
+    """The JSON in `raw`, or BadBody: also for NaN/Infinity, integers past 4,300 digits, and
+    nesting deeper than `max_depth`."""
+    try:
+        data = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        reason = "nested too deep" if isinstance(e, RecursionError) else str(e)
+        raise BadBody(f"not valid JSON: {reason}") from None
+    level, todo = 0, [data]
+    while todo:
+        level += 1
+        if level > max_depth:
+            raise BadBody(f"JSON nested deeper than {max_depth} levels")
+        todo = [
+            child
+            for node in todo
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return data
 
 
 def _error(status: int, detail: str, errors: list[dict[str, Any]], **headers: str) -> JSONResponse:
@@ -124,19 +160,17 @@ def create_app(
             **{"WWW-Authenticate": "Bearer"},
         )
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return response
+    def count(route: str, status: int, seconds: float) -> None:
+        metrics.requests.labels(route, str(status)).inc()
+        metrics.latency.labels(route).observe(seconds)
+
+    guard(app, count, log)
 
     zone = ZoneInfo(settings.ingest_site_timezone)
+    depth = settings.ingest_max_json_depth
+
+    async def _read(request: Request, limit: int) -> bytes:
+        return await _read_limited(request, limit, settings.ingest_body_timeout_s)
 
     def unavailable() -> JSONResponse:
         metrics.kafka_unavailable.inc()
@@ -178,6 +212,8 @@ def create_app(
         except Refused as e:
             metrics.refused.labels(source, str(e.status)).inc()
             return _error(e.status, "refused: nothing in this request was stored", e.as_dicts())
+        except EventTooLarge as e:
+            return _body_error(413, "an event too large for the event log", str(e))
         except LogUnavailable:
             metrics.kafka_unavailable.inc()
             log.warning("kafka unavailable; answered 503")
@@ -221,10 +257,12 @@ def create_app(
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> JSONResponse:
         try:
-            raw = await _read_limited(request, settings.ingest_max_body_bytes)
-            bodies = _json_events(raw, settings.ingest_max_batch)
+            raw = await _read(request, settings.ingest_max_body_bytes)
+            bodies = _json_events(load_json(raw, depth), settings.ingest_max_batch)
         except BodyTooLarge as e:
             return _body_error(413, "request body too large", str(e))
+        except BodyTooSlow as e:
+            return _body_error(408, "request body too slow", str(e))
         except BadBody as e:
             return _body_error(400, "malformed request body", str(e))
         return await submit(request, who, "api", bodies, idempotency_key, raw)
@@ -261,10 +299,12 @@ def create_app(
         domain: Annotated[str | None, Query(pattern="^(DM|EX|LB|AE)$")] = None,
     ) -> JSONResponse:
         try:
-            data = await _read_limited(request, settings.ingest_max_import_bytes)
+            data = await _read(request, settings.ingest_max_import_bytes)
             summary = await import_sdtm(filename, data, ingest, who, zone, domain=domain)
         except BodyTooLarge as e:
             return _body_error(413, "file too large", str(e))
+        except BodyTooSlow as e:
+            return _body_error(408, "request body too slow", str(e))
         except (ValueError, UnicodeDecodeError) as e:
             return _body_error(400, "unreadable file", str(e))
         except LogUnavailable:
@@ -319,11 +359,13 @@ def create_app(
                 [{"field": "site_id", "reason": f"this key is for {who.site_id}"}],
             )
         try:
-            raw = await _read_limited(request, settings.ingest_max_import_bytes)
-            bundle = json.loads(raw)
+            raw = await _read(request, settings.ingest_max_import_bytes)
+            bundle = load_json(raw, depth)
         except BodyTooLarge as e:
             return _body_error(413, "Bundle too large", str(e))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except BodyTooSlow as e:
+            return _body_error(408, "request body too slow", str(e))
+        except BadBody as e:
             return _body_error(400, "malformed request body", str(e))
         ctx = FhirContext(settings.ingest_trial_id, who.site_id or site_id, zone)
         try:
@@ -383,11 +425,7 @@ class _UnauthorizedError(Exception):
     pass
 
 
-def _json_events(raw: bytes, max_batch: int) -> list[Any]:
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadBody(f"not valid JSON: {e}") from None
+def _json_events(data: Any, max_batch: int) -> list[Any]:
     bodies = data if isinstance(data, list) else [data]
     if not bodies:
         raise BadBody("an empty batch")

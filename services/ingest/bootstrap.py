@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from services.ingest.adapters.kafka_log import KafkaEventLog
 from services.ingest.adapters.store import IngestStore
 from services.ingest.api import create_app
+from services.ingest.domain.policy import Acceptance
 from services.ingest.metrics import IngestMetrics
 from services.ingest.service import Ingest
 from services.ingest.settings import IngestSettings
@@ -33,7 +34,19 @@ def build(settings: IngestSettings) -> IngestParts:
     store = IngestStore(url)
     log = KafkaEventLog(settings.kafka_bootstrap, settings.ingest_kafka_timeout_s)
     metrics = IngestMetrics()
-    ingest = Ingest(store, log, clock=lambda: datetime.now(UTC))
+    acceptance = Acceptance(
+        frozenset([settings.ingest_trial_id, *settings.ingest_other_trial_ids]),
+        earliest=settings.ingest_earliest_date,
+        ahead=timedelta(seconds=settings.ingest_future_tolerance_s),
+        max_event_bytes=settings.ingest_max_event_bytes,
+    )
+    ingest = Ingest(
+        store,
+        log,
+        clock=lambda: datetime.now(UTC),
+        acceptance=acceptance,
+        in_flight_s=2 * settings.ingest_kafka_timeout_s + 5,
+    )
     return IngestParts(
         settings, store, log, ingest, metrics, create_app(settings, store, log, ingest, metrics)
     )

@@ -2,8 +2,9 @@
 
 Two modes share every step. `accept` (the JSON API) takes a batch whole or not at all: one bad
 event refuses the batch, naming its index, field and reason. `accept_each` (file imports, FHIR
-Bundles) rejects bad records one by one and accepts the rest. Writes go one by one, each
-acknowledged by Kafka before it is recorded as accepted; if Kafka fails midway the caller gets
+Bundles) rejects bad records one by one and accepts the rest. Each new event_id is first
+reserved in the database (one writer per id, however many requests race), then written to
+Kafka and acknowledged, then recorded as accepted; if Kafka fails midway the caller gets
 LogUnavailable (HTTP 503) and retries the same request, and the events that did land are then
 recognised as duplicates. Nothing accepted is lost; nothing is called accepted that Kafka did
 not acknowledge.
@@ -11,18 +12,35 @@ not acknowledge.
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from contracts import ClinicalEvent, FieldError, InvalidEvent, ParticipantEnrolled, parse_event
+from contracts import (
+    ClinicalEvent,
+    FieldError,
+    InvalidEvent,
+    ParticipantEnrolled,
+    encode,
+    parse_event,
+)
 from contracts.topics import TRIAL_EVENTS
-from services.ingest.adapters.kafka_log import EventLog, Position
+from services.ingest.adapters.kafka_log import EventLog, LogUnavailable, Position
 from services.ingest.adapters.store import Accepted, IngestStore
 from services.ingest.domain.mapping import Rejection
-from services.ingest.domain.policy import Principal, authorize, content_hash, stamp
+from services.ingest.domain.policy import (
+    Acceptance,
+    Principal,
+    authorize,
+    content_hash,
+    scoped_to_site,
+    stamp,
+)
 
 
 class Outcome(StrEnum):
@@ -64,64 +82,84 @@ _CONFLICT = FieldError(
     "already used for different content; to change an accepted "
     "event send a correction (supersedes) with a new event_id",
 )
+_IMPORTS = ("fhir", "sdtm")
 
 
 @dataclass
 class _Checked:
     ok: list[tuple[int, ClinicalEvent]]
     errors: list[tuple[int, FieldError, int]]  # (index, error, HTTP status it calls for)
-    known: dict[str, str]
 
 
 class Ingest:
-    def __init__(self, store: IngestStore, log: EventLog, clock: Callable[[], datetime]) -> None:
-        self.store, self.log, self.clock = store, log, clock
+    def __init__(
+        self,
+        store: IngestStore,
+        log: EventLog,
+        clock: Callable[[], datetime],
+        acceptance: Acceptance,
+        *,
+        in_flight_s: float = 30.0,
+    ) -> None:
+        self.store, self.log, self.clock, self.acceptance = store, log, clock, acceptance
+        # A reservation older than this belongs to a writer that died before confirming.
+        self.in_flight_s = in_flight_s
+
+    def _parse(self, body: Any, who: Principal, source: str, now: datetime) -> ClinicalEvent:
+        if not isinstance(body, dict):
+            raise InvalidEvent([FieldError("(event)", "an event must be a JSON object")])
+        event = parse_event(
+            stamp(body, who, source, now.isoformat()), window=self.acceptance.window(now)
+        )
+        if event.event_type not in TRIAL_EVENTS.event_types:
+            raise InvalidEvent(
+                [
+                    FieldError(
+                        "event_type", f"{event.event_type} is raised by the system, not submitted"
+                    )
+                ]
+            )
+        why = self.acceptance.trial(event)  # type: ignore[arg-type]
+        if why is not None:
+            raise InvalidEvent([why])
+        size = len(encode(event))
+        if size > self.acceptance.max_event_bytes:
+            raise InvalidEvent(
+                [
+                    FieldError(
+                        "(event)",
+                        f"{size} bytes encoded; at most {self.acceptance.max_event_bytes}",
+                    )
+                ]
+            )
+        return event  # type: ignore[return-value]
 
     async def _check(self, bodies: Sequence[Any], who: Principal, source: str) -> _Checked:
-        now = self.clock().astimezone(UTC).isoformat()
+        now = self.clock().astimezone(UTC)
         errors: list[tuple[int, FieldError, int]] = []
         parsed: list[tuple[int, ClinicalEvent]] = []
         for i, body in enumerate(bodies):
-            if not isinstance(body, dict):
-                errors.append((i, FieldError("(event)", "an event must be a JSON object"), 422))
-                continue
             try:
-                event = parse_event(stamp(body, who, source, now))
+                parsed.append((i, self._parse(body, who, source, now)))
             except InvalidEvent as e:
-                errors += [(i, err, 422) for err in e.errors]
-                continue
-            if event.event_type not in TRIAL_EVENTS.event_types:
-                errors.append(
-                    (
-                        i,
-                        FieldError(
-                            "event_type",
-                            f"{event.event_type} is raised by the system, not submitted",
-                        ),
-                        422,
-                    )
-                )
-                continue
-            parsed.append((i, event))  # type: ignore[arg-type]
+                status = 413 if e.errors[0].field == "(event)" and "bytes" in str(e) else 422
+                errors += [(i, err, status) for err in e.errors]
         site_of = await self.store.sites_of(e.participant_id for _, e in parsed)
-        allowed: list[tuple[int, ClinicalEvent]] = []
+        corrected = [str(e.supersedes) for _, e in parsed if e.supersedes is not None]
+        owner_of = await self.store.owners_of(corrected)
+        ok: list[tuple[int, ClinicalEvent]] = []
         for i, event in parsed:
-            why = authorize(event, who, site_of)
-            if why is not None:
-                errors.append((i, why, 422 if "unknown participant" in why.reason else 403))
+            refusal = authorize(event, who, site_of, owner_of)
+            if refusal is not None:
+                errors.append((i, refusal.error, refusal.status))
                 continue
             if isinstance(event, ParticipantEnrolled):
                 site_of.setdefault(event.participant_id, event.site_id)
-            allowed.append((i, event))
-        known = await self.store.accepted(str(e.event_id) for _, e in allowed)
-        ok = []
-        for i, event in allowed:
-            eid = str(event.event_id)
-            if eid in known and known[eid] != content_hash(event):
-                errors.append((i, _CONFLICT, 409))
-            else:
-                ok.append((i, event))
-        return _Checked(ok, sorted(errors, key=lambda e: e[0]), known)
+            if source in _IMPORTS:
+                event = scoped_to_site(event, site_of[event.participant_id])
+            owner_of.setdefault(str(event.event_id), event.participant_id)
+            ok.append((i, event))
+        return _Checked(ok, sorted(errors, key=lambda e: e[0]))
 
     async def accept(self, bodies: Sequence[Any], who: Principal, source: str) -> list[Result]:
         """All or nothing: any error refuses the whole batch (Refused)."""
@@ -129,7 +167,12 @@ class Ingest:
         if checked.errors:
             status = max(s for _, _, s in checked.errors)
             raise Refused(status, [(i, e) for i, e, _ in checked.errors])
-        return await self._write([(f"index {i}", e) for i, e in checked.ok], checked.known)
+        results, conflicts = await self._write(
+            [(f"index {i}", e) for i, e in checked.ok], whole=True
+        )
+        if conflicts:
+            raise Refused(409, [(int(where.split()[1]), _CONFLICT) for where in conflicts])
+        return results
 
     async def accept_each(
         self, items: Sequence[tuple[str, dict[str, Any]]], who: Principal, source: str
@@ -138,27 +181,87 @@ class Ingest:
         checked = await self._check([body for _, body in items], who, source)
         rejections = [Rejection(items[i][0], e.field, e.reason) for i, e, _ in checked.errors]
         good = [(items[i][0], e) for i, e in checked.ok]
-        return await self._write(good, checked.known), rejections
+        results, conflicts = await self._write(good, whole=False)
+        rejections += [Rejection(where, _CONFLICT.field, _CONFLICT.reason) for where in conflicts]
+        return results, rejections
 
     async def _write(
-        self, events: list[tuple[str, ClinicalEvent]], known: dict[str, str]
-    ) -> list[Result]:
-        results: list[Result] = []
-        seen: set[str] = set()
-        try:
-            for where, event in events:
-                eid = str(event.event_id)
-                if eid in known or eid in seen:
-                    results.append(Result(where, event, Outcome.DUPLICATE))
-                    continue
-                position = await self.log.append(event)
-                seen.add(eid)
-                results.append(Result(where, event, Outcome.ACCEPTED, position))
-        finally:
-            await self._record([r for r in results if r.outcome is Outcome.ACCEPTED])
-        return results
+        self, events: list[tuple[str, ClinicalEvent]], *, whole: bool
+    ) -> tuple[list[Result], list[str]]:
+        """Reserves each new event_id in the database, then appends to Kafka, then records.
 
-    async def _record(self, results: list[Result]) -> None:
+        One writer per event_id, however many requests race: a reservation held by another
+        request for the same content is waited for (then it is a duplicate); for other content
+        it is a conflict, returned by `where` (and with `whole`, nothing is written)."""
+        results: dict[str, Result] = {}
+        conflicts: list[str] = []
+        first: dict[str, tuple[str, ClinicalEvent, str]] = {}  # event_id -> (where, event, hash)
+        for where, event in events:
+            eid, digest = str(event.event_id), content_hash(event)
+            if eid not in first:
+                first[eid] = (where, event, digest)
+            elif first[eid][2] == digest:
+                results[where] = Result(where, event, Outcome.DUPLICATE)
+            else:
+                conflicts.append(where)
+        owner = uuid.uuid4().hex  # this request
+        mine = await self._reserve(first, results, conflicts, owner)
+        if whole and conflicts:
+            await self.store.release(mine, owner)
+            return [], conflicts
+        produced: list[Result] = []
+        try:
+            for eid in mine:
+                where, event, _ = first[eid]
+                position = await self.log.append(event)
+                produced.append(Result(where, event, Outcome.ACCEPTED, position))
+        finally:
+            await self._record(produced, owner)
+            done = {str(r.event.event_id) for r in produced}
+            await self.store.release([eid for eid in mine if eid not in done], owner)
+        results.update((r.where, r) for r in produced)
+        return [results[where] for where, _ in events if where in results], conflicts
+
+    async def _reserve(
+        self,
+        first: dict[str, tuple[str, ClinicalEvent, str]],
+        results: dict[str, Result],
+        conflicts: list[str],
+        owner: str,
+    ) -> list[str]:
+        """The event ids this request now holds, in order; fills in duplicates and conflicts."""
+        mine: list[str] = []
+        waiting = dict(first)
+        deadline = time.monotonic() + self.in_flight_s
+        while waiting:
+            now = self.clock().astimezone(UTC)
+            held = await self.store.reserve(
+                {eid: digest for eid, (_, _, digest) in waiting.items()},
+                owner,
+                stale_before=now - timedelta(seconds=self.in_flight_s),
+            )
+            in_flight: dict[str, tuple[str, ClinicalEvent, str]] = {}
+            for eid, entry in waiting.items():
+                where, event, digest = entry
+                holder = held.get(eid)
+                if holder is None:
+                    mine.append(eid)
+                elif holder.content_sha256 != digest:
+                    conflicts.append(where)
+                elif holder.accepted:
+                    results[where] = Result(where, event, Outcome.DUPLICATE)
+                else:
+                    in_flight[eid] = entry  # another request is writing it: wait for its outcome
+            waiting = in_flight
+            if waiting:
+                if time.monotonic() > deadline:
+                    await self.store.release(mine, owner)
+                    raise LogUnavailable("another request is still writing the same event")
+                await asyncio.sleep(0.05)
+        order = {eid: n for n, eid in enumerate(first)}
+        return sorted(mine, key=order.__getitem__)
+
+    async def _record(self, results: list[Result], owner: str) -> None:
         rows = [
             Accepted(
                 str(r.event.event_id),
@@ -178,4 +281,4 @@ class Ingest:
             for e in (r.event for r in results)
             if isinstance(e, ParticipantEnrolled)
         ]
-        await self.store.record(rows, enrolled)
+        await self.store.record(rows, enrolled, owner)

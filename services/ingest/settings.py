@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,6 +20,14 @@ class IngestSettings(BaseSettings):
     ingest_max_batch: int = Field(5000, gt=0, description="Events in one POST /v1/events")
     ingest_kafka_timeout_s: float = Field(10.0, gt=0, description="Then 503 with Retry-After")
     ingest_retry_after_s: int = 5
-    ingest_trial_id: str = "UCMSC-DN-01"
+    ingest_trial_id: str = Field("UCMSC-DN-01", description="The trial FHIR Bundles map into")
+    # Other trials this service accepts (e.g. a sponsor's SDTM STUDYID); any other is a 422.
+    ingest_other_trial_ids: list[str] = Field(default_factory=list)
+    # Instants an event may name: from this date to now + the tolerance; others are a 422.
+    ingest_earliest_date: date = date(1900, 1, 1)
+    ingest_future_tolerance_s: float = Field(86400.0, ge=0)
+    ingest_max_event_bytes: int = Field(64 * 2**10, gt=0, description="One encoded event")
+    ingest_body_timeout_s: float = Field(30.0, gt=0, description="Then 408: a body too slow")
+    ingest_max_json_depth: int = Field(64, gt=0, description="Nesting of a request body")
     # SDTM dates have no time zone; they are read in this one (IANA name), and imports say so.
     ingest_site_timezone: str = "UTC"

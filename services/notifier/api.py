@@ -5,6 +5,7 @@ nothing) or by `POST /alerts/{id}/ack` with a bearer token."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,9 @@ from services.notifier.domain.tokens import (
 )
 from services.notifier.render import TEMPLATES
 from services.notifier.service import Notifier
+from services.web import guard
+
+log = logging.getLogger("notifier.api")
 
 STATIC = Path(__file__).parent / "static"
 
@@ -44,6 +48,11 @@ def build_api(
     notifier: Notifier, link_secret: bytes, api_tokens: dict[str, str], *, secure: bool = False
 ) -> FastAPI:
     app = FastAPI(title="safety-monitor notifier")
+    guard(
+        app,
+        lambda route, status, _: notifier.metrics.requests.labels(route, str(status)).inc(),
+        log,
+    )
     pages = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
     app.include_router(_health(notifier))
     app.include_router(_board(notifier, pages, link_secret, api_tokens, secure))

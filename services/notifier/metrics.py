@@ -13,6 +13,12 @@ class NotifierMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self.requests = Counter(
+            "safety_monitor_notifier_requests_total",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=r,
+        )
         self.consumed = Counter(
             "safety_monitor_notifier_consumed_total", "Messages consumed", registry=r
         )

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TextIO
 
-from contracts import AlertRaised, AlertWithdrawn, ClinicalEvent, InvalidEvent, encode, parse_event
+from contracts import AlertRaised, AlertWithdrawn, ClinicalEvent, InvalidEvent, decode, encode
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.engine import evaluate, evaluate_trial, tick
 from services.safety_rules.domain.state import ParticipantState
@@ -30,7 +30,7 @@ def read_events(lines: Iterable[str]) -> Iterator[ClinicalEvent]:
         if not line.strip():
             continue
         try:
-            event = parse_event(line)
+            event = decode(line)
         except InvalidEvent as e:
             raise BadLine(number, str(e)) from None
         if event.event_type.startswith("alert."):

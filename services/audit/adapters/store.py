@@ -14,7 +14,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import Table, and_, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import AnyEvent, InvalidEvent
 from contracts.dead_letters import accept
@@ -33,7 +34,7 @@ from services.audit.domain.chain import (
     verify,
 )
 from services.audit.domain.read_models import Change, alert_status, changes
-from services.sql import migrate
+from services.sql import migrate, open_engine
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 _TABLES: dict[str, Table] = {tbl.name: tbl for tbl in t.READ_MODELS}
@@ -95,7 +96,7 @@ async def apply_changes(conn: AsyncConnection, event: AnyEvent) -> None:
 
 class AuditStore:
     def __init__(self, url: str) -> None:
-        self.engine: AsyncEngine = create_async_engine(url)
+        self.engine: AsyncEngine = open_engine(url)
 
     async def migrate(self) -> None:
         await migrate(self.engine, MIGRATIONS)
@@ -131,23 +132,46 @@ class AuditStore:
         checkpoint_every: int = 100,
     ) -> Appended:
         """One transaction: new rows chained onto the head, read models, offsets, and a signed
-        checkpoint each `checkpoint_every` rows."""
+        checkpoint each `checkpoint_every` rows.
+
+        No single message stops the trail: whatever cannot be decoded, put in UTC or turned
+        into read-model changes is kept in `audit_undecodable` with the reason, and if the
+        database refuses a batch's values (a constraint, a value it cannot hold) the batch is
+        appended message by message, the refused one kept the same way."""
+        try:
+            return await self._append(batch, signer, checkpoint_every)
+        except (IntegrityError, DataError):
+            if len(batch) == 1:
+                raise
+        total = Appended(0, 0, 0, 0, 0)
+        for msg in batch:
+            try:
+                done = await self._append([msg], signer, checkpoint_every)
+            except (IntegrityError, DataError) as e:
+                why = f"the database refused it: {type(e.orig).__name__}"
+                done = await self._append([msg], signer, checkpoint_every, refused=why)
+            total = Appended(
+                total.rows + done.rows,
+                total.duplicates + done.duplicates,
+                total.undecodable + done.undecodable,
+                done.head_seq,
+                total.checkpoints + done.checkpoints,
+                total.conflicts + done.conflicts,
+            )
+        return total
+
+    async def _append(
+        self,
+        batch: list[Incoming],
+        signer: Ed25519PrivateKey | None,
+        checkpoint_every: int,
+        refused: str | None = None,
+    ) -> Appended:
         rows = dups = bad = checkpoints = conflicts = 0
+        prepared = [_prepare(msg) if refused is None else (msg, None, refused) for msg in batch]
         async with self.engine.begin() as conn:
             seq, prev = await self.head(conn)
-            ids = []
-            decoded: list[tuple[Incoming, AnyEvent | None, str]] = []
-            for msg in batch:
-                topic = topic_named(msg.topic)
-                try:
-                    if topic is None:
-                        raise InvalidEvent([FieldError("topic", f"{msg.topic} is not audited")])
-                    # the catalog decides: an alert.raised produced onto trial.events is refused
-                    event: AnyEvent | None = accept(msg.value, topic)
-                    decoded.append((msg, event, ""))
-                    ids.append(str(event.event_id))  # type: ignore[union-attr]
-                except InvalidEvent as e:
-                    decoded.append((msg, None, str(e)))
+            ids = [p.event_id for _, p, _ in prepared if p is not None]
             known: dict[str, tuple[int, str]] = {}  # event_id -> (seq, canonical) in the log
             if ids:
                 found = await conn.execute(
@@ -155,43 +179,37 @@ class AuditStore:
                     .where(t.audit_log.c.event_id.in_(ids))
                 )  # fmt: skip
                 known = {r.event_id: (r.seq, r.canonical) for r in found}
-            for msg, event, why in decoded:
-                if event is None:
+            for msg, p, why in prepared:
+                if p is None:
                     bad += await self._undecodable(conn, msg, why)
                     continue
-                eid = str(event.event_id)
-                canonical = _canon(event)  # one canonical form, whatever the producer wrote
-                if eid in known:
-                    first_seq, first = known[eid]
-                    if canonical == first:
+                if p.event_id in known:
+                    first_seq, first = known[p.event_id]
+                    if p.canonical == first:
                         dups += 1
                     else:  # never replaces the first, never dropped in silence
-                        conflicts += await self._conflict(conn, msg, eid, first_seq, canonical)
+                        conflicts += await self._conflict(
+                            conn, msg, p.event_id, first_seq, p.canonical
+                        )
                     continue
                 seq += 1
-                known[eid] = (seq, canonical)
-                h = row_hash(prev, seq, msg.topic, msg.partition, msg.offset, eid, canonical)
+                known[p.event_id] = (seq, p.canonical)
+                h = row_hash(
+                    prev, seq, msg.topic, msg.partition, msg.offset, p.event_id, p.canonical
+                )
                 await conn.execute(
                     insert(t.audit_log).values(
                         seq=seq,
                         topic=msg.topic,
                         partition=msg.partition,
                         offset=msg.offset,
-                        event_id=eid,
-                        event_type=event.event_type,
-                        participant_id=getattr(event, "participant_id", None),
-                        occurred_at=event.occurred_at,
-                        recorded_at=event.recorded_at,
-                        recorded_by=event.recorded_by,
-                        reason=event.reason,
-                        rule_id=getattr(event, "rule_id", None),
-                        severity=getattr(getattr(event, "severity", None), "value", None),
-                        canonical=canonical,
                         prev_hash=prev,
                         hash=h,
+                        **p.columns,
                     )
                 )
-                await apply_changes(conn, event)
+                for change in p.changes:
+                    await _merge(conn, change)
                 prev, rows = h, rows + 1
                 if signer is not None and seq % checkpoint_every == 0:
                     checkpoints += await self._checkpoint(conn, signer, seq, h)
@@ -383,6 +401,48 @@ def _canon(event: AnyEvent) -> str:
     from contracts import encode
 
     return encode(event).decode()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A message made ready for the log, before any database write."""
+
+    event_id: str
+    canonical: str  # one canonical form, whatever the producer wrote
+    columns: dict[str, Any]  # the row's indexed columns, datetimes in UTC
+    changes: list[Change]
+
+
+def _prepare(msg: Incoming) -> tuple[Incoming, _Prepared | None, str]:
+    """The message decoded (leniently: shape and types; the catalog decides which types belong
+    on its topic) and everything computed that could fail on its content: the event, the reason
+    it cannot be taken."""
+    topic = topic_named(msg.topic)
+    try:
+        if topic is None:
+            raise InvalidEvent([FieldError("topic", f"{msg.topic} is not audited")])
+        event = accept(msg.value, topic)
+        columns = _utc(
+            {
+                "event_id": str(event.event_id),
+                "event_type": event.event_type,
+                "participant_id": getattr(event, "participant_id", None),
+                "occurred_at": event.occurred_at,
+                "recorded_at": event.recorded_at,
+                "recorded_by": event.recorded_by,
+                "reason": event.reason,
+                "rule_id": getattr(event, "rule_id", None),
+                "severity": getattr(getattr(event, "severity", None), "value", None),
+                "canonical": _canon(event),
+            }
+        )
+        changes_ = [replace(c, values=_utc(c.values)) for c in changes(event)]
+    except InvalidEvent as e:
+        return msg, None, str(e)
+    except Exception as e:
+        return msg, None, f"cannot be projected: {type(e).__name__}: {e}"[:2000]
+    p = _Prepared(str(event.event_id), columns["canonical"], columns, changes_)
+    return msg, p, ""
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,21 @@ audit_tokens = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# Who read what through the DSMB API: reads are part of a trail (append-only, like the log).
+audit_access = Table(
+    "audit_access",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("token_id", String(32), nullable=False),
+    Column("reader", String(200), nullable=False),
+    Column("route", String(200), nullable=False),
+    Column("query", Text, nullable=False),
+    Column("status", Integer, nullable=False),
+)
+
 # -- read models: derived, dropped and rebuilt by `safety-monitor audit rebuild` --------------
 rm_participants = Table(
     "rm_participants",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from contracts import ClinicalEvent, encode, key_for, topic_for
 
@@ -23,6 +23,10 @@ class Position:
 
 class LogUnavailable(RuntimeError):
     """The log did not acknowledge in time: nothing may be reported as accepted."""
+
+
+class EventTooLarge(ValueError):
+    """The broker refuses an event this large: a retry cannot succeed (413, not 503)."""
 
 
 class EventLog(Protocol):
@@ -74,6 +78,8 @@ class KafkaEventLog:
             md = await asyncio.wait_for(
                 producer.send_and_wait(topic, encode(event), key=key_for(event)), self.timeout_s
             )
+        except MessageSizeTooLargeError as e:  # the producer is fine: no reset
+            raise EventTooLarge(f"the broker refuses an event of this size: {e!r}") from e
         except (KafkaError, OSError, TimeoutError) as e:
             await self._reset()
             raise LogUnavailable(f"Kafka did not acknowledge the write: {e!r}") from e

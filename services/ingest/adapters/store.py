@@ -20,9 +20,10 @@ from sqlalchemy import (
     Text,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.domain.policy import Principal, Role
+from services.sql import insert_for, open_engine
 
 metadata = MetaData()
 
@@ -46,6 +47,16 @@ participants = Table(
     Column("trial_id", String(200), nullable=False),
     Column("site_id", String(200), nullable=False),
 )
+# An event_id being written: reserved before the Kafka write, deleted when it is recorded as
+# accepted (or released when the write failed). One writer per event_id.
+reserved = Table(
+    "ingest_reserved",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("content_sha256", String(64), nullable=False),
+    Column("owner", String(32), nullable=False),
+    Column("reserved_at", DateTime(timezone=True), nullable=False),
+)
 idempotency = Table(
     "ingest_idempotency",
     metadata,
@@ -67,6 +78,14 @@ api_keys = Table(
 
 
 @dataclass(frozen=True)
+class Holder:
+    """Who holds an event_id another request wanted: accepted already, or being written."""
+
+    content_sha256: str
+    accepted: bool
+
+
+@dataclass(frozen=True)
 class Accepted:
     event_id: str
     content_sha256: str
@@ -85,7 +104,7 @@ def _hash_key(secret: str) -> str:
 
 class IngestStore:
     def __init__(self, url: str) -> None:
-        self.engine: AsyncEngine = create_async_engine(url)
+        self.engine: AsyncEngine = open_engine(url)
 
     async def create(self) -> None:
         async with self.engine.begin() as conn:
@@ -158,13 +177,89 @@ class IngestStore:
             participants.c.participant_id, participants.c.site_id, participant_ids
         )
 
-    async def record(self, rows: list[Accepted], enrolled: list[tuple[str, str, str]]) -> None:
+    async def owners_of(self, event_ids: Iterable[str]) -> dict[str, str]:
+        """event_id -> participant_id, for the events already accepted."""
+        return await self._lookup(accepted.c.event_id, accepted.c.participant_id, event_ids)
+
+    async def reserve(
+        self, claims: dict[str, str], owner: str, stale_before: datetime
+    ) -> dict[str, Holder]:
+        """Reserves each event_id (-> content hash) for `owner`, in one transaction. Returns
+        who holds the ids it could not reserve; a reservation older than `stale_before` for
+        the same content (its writer died) is taken over."""
+        ids = list(claims)
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                select(accepted.c.event_id, accepted.c.content_sha256).where(
+                    accepted.c.event_id.in_(ids)
+                )
+            )
+            out = {r.event_id: Holder(r.content_sha256, True) for r in done}
+            free = [eid for eid in ids if eid not in out]
+            if not free:
+                return out
+            insert = insert_for(conn)(reserved).on_conflict_do_nothing(index_elements=["event_id"])
+            await conn.execute(
+                insert,
+                [
+                    {"event_id": e, "content_sha256": claims[e], "owner": owner, "reserved_at": now}
+                    for e in free
+                ],
+            )
+            for eid in free:
+                await conn.execute(
+                    reserved.update()
+                    .where(
+                        reserved.c.event_id == eid,
+                        reserved.c.content_sha256 == claims[eid],
+                        reserved.c.reserved_at < stale_before,
+                    )
+                    .values(owner=owner, reserved_at=now)
+                )
+            # accepted meanwhile (its writer recorded it between our two statements): not ours
+            late = await conn.execute(
+                select(accepted.c.event_id, accepted.c.content_sha256).where(
+                    accepted.c.event_id.in_(free)
+                )
+            )
+            for r in late:
+                out[r.event_id] = Holder(r.content_sha256, True)
+            await conn.execute(
+                reserved.delete().where(
+                    reserved.c.event_id.in_(list(out)), reserved.c.owner == owner
+                )
+            )
+            held = await conn.execute(select(reserved).where(reserved.c.event_id.in_(free)))
+            for r in held:
+                if r.owner != owner and r.event_id not in out:
+                    out[r.event_id] = Holder(r.content_sha256, False)
+        return out
+
+    async def release(self, event_ids: list[str], owner: str) -> None:
+        if not event_ids:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                reserved.delete().where(
+                    reserved.c.event_id.in_(event_ids), reserved.c.owner == owner
+                )
+            )
+
+    async def record(
+        self, rows: list[Accepted], enrolled: list[tuple[str, str, str]], owner: str
+    ) -> None:
         """Records accepted events and new enrolments (participant, trial, site) in one
-        transaction; rows already there (a concurrent duplicate) are left as they are."""
+        transaction, and drops their reservations; rows already there are left as they are."""
         if not rows:
             return
         now = datetime.now(UTC)
         async with self.engine.begin() as conn:
+            await conn.execute(
+                reserved.delete().where(
+                    reserved.c.event_id.in_([r.event_id for r in rows]), reserved.c.owner == owner
+                )
+            )
             known = await conn.execute(
                 select(accepted.c.event_id).where(
                     accepted.c.event_id.in_([r.event_id for r in rows])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -44,28 +46,110 @@ def stamp(raw: dict[str, Any], principal: Principal, source: str, now_iso: str) 
     return {**raw, "recorded_by": principal.recorded_by, "recorded_at": now_iso, "source": source}
 
 
-def authorize(
-    event: ClinicalEvent, principal: Principal, site_of: dict[str, str]
-) -> FieldError | None:
-    """Why this principal may not write this event (None: it may). `site_of` maps known and
-    newly enrolled participants to their site."""
-    if event.event_type == "participant.enrolled":
-        if principal.role is Role.SITE and event.site_id != principal.site_id:
-            return FieldError(
-                "site_id", f"a key of site {principal.site_id} cannot enrol at {event.site_id}"
-            )
-        return None
-    site = site_of.get(event.participant_id)
-    if site is None:
+@dataclass(frozen=True)
+class Acceptance:
+    """What this service accepts beyond the contract: its trials, and the instants an event
+    may name (a time outside them cannot be a clinical fact of this trial)."""
+
+    trial_ids: frozenset[str]
+    earliest: date = date(1900, 1, 1)
+    ahead: timedelta = timedelta(days=1)
+    max_event_bytes: int = 64 * 2**10
+
+    def window(self, now: datetime) -> tuple[datetime, datetime]:
+        return datetime.combine(self.earliest, time(), UTC), now + self.ahead
+
+    def trial(self, event: ClinicalEvent) -> FieldError | None:
+        if event.trial_id in self.trial_ids:
+            return None
+        known = ", ".join(sorted(self.trial_ids))
         return FieldError(
-            "participant_id", "unknown participant: enrol them (participant.enrolled) first"
+            "trial_id", f"{event.trial_id!r} is not a trial of this service ({known})"
         )
-    if principal.role is Role.SITE and site != principal.site_id:
-        return FieldError(
+
+
+@dataclass(frozen=True)
+class Refusal:
+    error: FieldError
+    status: int
+
+
+def _not_yours(principal: Principal) -> Refusal:
+    # The same answer whether the participant is unknown or another site's: a site learns
+    # nothing about who else is enrolled.
+    return Refusal(
+        FieldError(
             "participant_id",
-            f"belongs to another site; a key of site {principal.site_id} cannot write it",
+            f"no participant of site {principal.site_id} has this id; enrol them "
+            "(participant.enrolled) at your site first",
+        ),
+        403,
+    )
+
+
+def authorize(
+    event: ClinicalEvent,
+    principal: Principal,
+    site_of: dict[str, str],
+    owner_of: dict[str, str],
+) -> Refusal | None:
+    """Why this principal may not write this event (None: it may).
+
+    `site_of` maps known and newly enrolled participants to their site (fixed at the first
+    enrolment); `owner_of` maps accepted event ids to their participant (for `supersedes`)."""
+    site = site_of.get(event.participant_id)
+    is_site = principal.role is Role.SITE
+    if event.event_type == "participant.enrolled":
+        if is_site and event.site_id != principal.site_id:
+            return Refusal(
+                FieldError(
+                    "site_id", f"a key of site {principal.site_id} cannot enrol at {event.site_id}"
+                ),
+                403,
+            )
+        if site is not None and site != event.site_id:
+            return Refusal(
+                FieldError(
+                    "participant_id",
+                    "already enrolled at another site; a participant's site is fixed at "
+                    "the first enrolment",
+                ),
+                409,
+            )
+    elif site is None:
+        if is_site:
+            return _not_yours(principal)
+        return Refusal(
+            FieldError(
+                "participant_id", "unknown participant: enrol them (participant.enrolled) first"
+            ),
+            422,
         )
+    elif is_site and site != principal.site_id:
+        return _not_yours(principal)
+    if event.supersedes is not None:
+        owner = owner_of.get(str(event.supersedes))
+        if owner is None or (is_site and site_of.get(owner) != principal.site_id):
+            who = f"of site {principal.site_id} " if is_site else ""
+            return Refusal(
+                FieldError("supersedes", f"no accepted event {who}has this id"),
+                403 if is_site else 422,
+            )
+        if owner != event.participant_id:
+            return Refusal(
+                FieldError("supersedes", "corrects an event of another participant"), 422
+            )
     return None
+
+
+# Imported records get ids derived from the record (the same file twice is the same events);
+# scoped by the participant's site, so no other site can claim them first.
+SITE_NAMESPACE = uuid.UUID("9b2f3c6e-2a41-4d0b-8f57-1c9e4a7d3b20")
+
+
+def scoped_to_site(event: ClinicalEvent, site_id: str) -> ClinicalEvent:
+    scoped = uuid.uuid5(SITE_NAMESPACE, f"{site_id}|{event.event_id}")
+    return event.model_copy(update={"event_id": scoped})
 
 
 def dumps(data: Any) -> str:

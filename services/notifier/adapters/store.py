@@ -30,7 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import (
     AlertAcknowledged,
@@ -47,7 +47,7 @@ from contracts.dead_letters import accept
 from contracts.topics import topic_named
 from services.notifier.domain.desk import Kind, Message, Status, Tracked, due
 from services.notifier.domain.routes import Delivery, Routes
-from services.sql import insert_for, migrate
+from services.sql import insert_for, migrate, open_engine
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 VERSION_TABLE = "notifier_alembic_version"
@@ -118,7 +118,7 @@ class Owed:
 
 class NotifierStore:
     def __init__(self, url: str) -> None:
-        self.engine: AsyncEngine = create_async_engine(url)
+        self.engine: AsyncEngine = open_engine(url)
         self._raised: dict[str, AlertRaised] = {}  # decoded once: alerts are immutable
 
     def _alert(self, alert_id: str, raised: str) -> AlertRaised:

@@ -37,9 +37,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.sql import insert_for
+from services.sql import insert_for, open_engine
 
 log = logging.getLogger("safety_rules.store")
 
@@ -104,9 +104,7 @@ class RulesStore:
     def __init__(self, url: str, app_id: str) -> None:
         self.app_id = app_id
         sqlite = url.startswith("sqlite")
-        self.engine: AsyncEngine = create_async_engine(
-            url, connect_args={"timeout": 60} if sqlite else {}
-        )
+        self.engine: AsyncEngine = open_engine(url, connect_args={"timeout": 60} if sqlite else {})
         if sqlite:
             _serialised_writes(self.engine)
 

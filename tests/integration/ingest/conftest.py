@@ -30,7 +30,8 @@ async def make_api(bootstrap: str, db: Path, **settings: object) -> Api:
             kafka_bootstrap=bootstrap,
             ingest_database_url=f"sqlite+aiosqlite:///{db}",
             ingest_kafka_timeout_s=3,
-            **settings,
+            # the CDISC pilot files of ../shared/data are another study, accepted by name
+            **({"ingest_other_trial_ids": ["CDISCPILOT01"]} | settings),
         )
     )
     await parts.store.create()

@@ -90,7 +90,7 @@ async def test_synthea_bundles_after_enrolment_give_their_kidney_labs(
     bundle = json.loads((shared_data / "fhir" / name).read_text())
     before = await post(api, bundle)  # not enrolled yet: every lab is refused, with the reason
     assert before["accepted"] == 0
-    assert sum("unknown participant" in r["reason"] for r in before["rejections"]) == labs
+    assert sum("enrol them" in r["reason"] for r in before["rejections"]) == labs
     (patient,) = [
         e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
     ]

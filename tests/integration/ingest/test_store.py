@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
 
-from services.ingest.adapters.store import Accepted, IngestStore
+from services.ingest.adapters.store import Accepted, Holder, IngestStore
 from services.ingest.domain.policy import Role
 
 
@@ -36,11 +37,34 @@ def accepted(event_id: str, pid: str = "DN-1") -> Accepted:
 
 async def test_accepted_events_are_recorded_once(store: IngestStore) -> None:
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
-    await store.record([accepted(a)], [("DN-1", "T", "site-a")])
-    await store.record([accepted(a), accepted(b)], [("DN-1", "T", "site-b")])  # a replay
+    await store.record([accepted(a)], [("DN-1", "T", "site-a")], "w1")
+    await store.record([accepted(a), accepted(b)], [("DN-1", "T", "site-b")], "w1")  # a replay
     assert await store.accepted([a, b, str(uuid.uuid4())]) == {a: "h" * 64, b: "h" * 64}
     assert await store.sites_of(["DN-1", "DN-2"]) == {"DN-1": "site-a"}  # first enrolment wins
     assert await store.counts() == {"accepted_events": 2, "participants": 1}
+
+
+async def test_one_writer_holds_an_event_id_until_it_is_recorded_or_released(
+    store: IngestStore,
+) -> None:
+    e, now = str(uuid.uuid4()), datetime.now(UTC)
+    long_ago = now - timedelta(hours=1)
+    assert await store.reserve({e: "h1"}, "w1", stale_before=long_ago) == {}
+    assert await store.reserve({e: "h1"}, "w2", stale_before=long_ago) == {e: Holder("h1", False)}
+    assert await store.reserve({e: "h2"}, "w3", stale_before=long_ago) == {e: Holder("h1", False)}
+    # a writer that died: its reservation is taken over for the same content only
+    later = now + timedelta(hours=1)
+    assert await store.reserve({e: "h2"}, "w3", stale_before=later) == {e: Holder("h1", False)}
+    assert await store.reserve({e: "h1"}, "w4", stale_before=later) == {}
+    await store.release([e], "w1")  # not w1's any more: nothing happens
+    assert await store.reserve({e: "h1"}, "w5", stale_before=long_ago) == {e: Holder("h1", False)}
+    await store.record(
+        [Accepted(e, "h1", "lab.resulted", "DN-1", "trial.events", 0, 1, "x")], [], "w4"
+    )
+    assert await store.reserve({e: "h1"}, "w6", stale_before=long_ago) == {e: Holder("h1", True)}
+    async with store.engine.connect() as conn:
+        left = (await conn.execute(text("SELECT count(*) FROM ingest_reserved"))).scalar_one()
+    assert left == 0
 
 
 async def test_keys_are_stored_hashed_and_can_be_revoked(store: IngestStore) -> None:
