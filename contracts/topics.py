@@ -71,7 +71,23 @@ DEAD_LETTER = Topic(
     config={"retention.ms": str(THIRTY_DAYS_MS), "cleanup.policy": "delete"},
 )
 
-CATALOG: tuple[Topic, ...] = (TRIAL_EVENTS, SAFETY_ALERTS, ALERT_LIFECYCLE, DEAD_LETTER)
+AUDIT_CHECKPOINTS = Topic(
+    name="audit.checkpoints",
+    holds="each signed checkpoint of the audit chain (seq, head hash, key id, signature): the "
+    "anchor outside the database that `audit verify` compares the database with",
+    key="the signing key's id",
+    event_types=(),
+    partitions=1,
+    config={"retention.ms": "-1", "cleanup.policy": "delete"},
+)
+
+CATALOG: tuple[Topic, ...] = (
+    TRIAL_EVENTS,
+    SAFETY_ALERTS,
+    ALERT_LIFECYCLE,
+    DEAD_LETTER,
+    AUDIT_CHECKPOINTS,
+)
 _BY_EVENT_TYPE = {t: topic for topic in CATALOG for t in topic.event_types}
 
 

@@ -234,8 +234,10 @@ def _audit(args: argparse.Namespace) -> int:
     import signal
 
     from services.audit.adapters.store import AuditReader, AuditStore, TokenStore
+    from services.audit.anchors import Anchors
     from services.audit.keys import public_hex, signing_key, trusted_keys
     from services.audit.settings import AuditSettings
+    from services.sql import Held
 
     settings = AuditSettings()
     url = settings.audit_database_url
@@ -251,7 +253,11 @@ def _audit(args: argparse.Namespace) -> int:
 
         configure("audit")
         uvicorn.run(
-            create_app(store, trusted_keys(settings)),
+            create_app(
+                store,
+                trusted_keys(settings),
+                Anchors(settings.kafka_bootstrap, settings.audit_anchor_file),
+            ),
             host=args.host or settings.audit_host,
             port=args.port or settings.audit_port,
             access_log=False,
@@ -273,14 +279,23 @@ def _audit(args: argparse.Namespace) -> int:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, stop.set)
-                await project(
-                    settings.kafka_bootstrap,
-                    store,
-                    key,
-                    stop,
-                    checkpoint_every=settings.audit_checkpoint_every,
-                    batch_max=settings.audit_batch_max,
-                )
+                try:
+                    await project(
+                        settings.kafka_bootstrap,
+                        store,
+                        key,
+                        stop,
+                        checkpoint_every=settings.audit_checkpoint_every,
+                        batch_max=settings.audit_batch_max,
+                        anchors=Anchors(settings.kafka_bootstrap, settings.audit_anchor_file),
+                    )
+                except Held:
+                    print(
+                        "another `audit project` writes this database's chain (one writer per "
+                        "chain); this one stops",
+                        file=sys.stderr,
+                    )
+                    return 75
                 return 0
             if args.action == "rebuild":
                 from services.audit.rebuild import rebuild
@@ -289,11 +304,38 @@ def _audit(args: argparse.Namespace) -> int:
                 print(f"read models rebuilt from {n} events")
                 return 0
             if args.action == "verify":
-                verdict = await store.verify(trusted_keys(settings))
-                print(json.dumps(verdict.as_dict()))
-                return 0 if verdict.ok else 1
+                from services.audit.verification import against_log, deep
+
+                trusted = trusted_keys(settings)
+                anchors = Anchors(settings.kafka_bootstrap, settings.audit_anchor_file)
+                verdict = await store.verify(trusted, await anchors.read(trusted))
+                out: dict[str, object] = verdict.as_dict()
+                ok = verdict.ok
+                checks = {
+                    "against_log": args.against_log
+                    and await against_log(settings.kafka_bootstrap, store),
+                    "deep": args.deep and await deep(store),
+                }
+                for name, problems in checks.items():
+                    if problems is not False:
+                        out[name] = {"ok": not problems, "problems": problems[:100]}
+                        ok = ok and not problems
+                out["ok"] = ok
+                print(json.dumps(out))
+                return 0 if ok else 1
             if args.action == "tokens":
-                token_id, secret = await TokenStore(store).add(args.name or "dsmb")
+                tokens = TokenStore(store)
+                if args.revoke:
+                    if not await tokens.revoke(args.revoke):
+                        print(f"no token {args.revoke}", file=sys.stderr)
+                        return 1
+                    print(f"token {args.revoke} revoked")
+                    return 0
+                if args.list:
+                    for row in await tokens.listing():
+                        print(json.dumps(row, default=str))
+                    return 0
+                token_id, secret = await tokens.add(args.name or "dsmb")
                 print(f"token_id: {token_id}\ntoken: {secret}\n(shown once; only its hash is kept)")
                 return 0
             from services.audit.report import render_report
@@ -373,6 +415,18 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("--host")
     audit.add_argument("--port", type=int)
     audit.add_argument("--name", help="with tokens: who the DSMB token is for")
+    audit.add_argument("--revoke", metavar="TOKEN_ID", help="with tokens: revoke a DSMB token")
+    audit.add_argument("--list", action="store_true", help="with tokens: list tokens (no secrets)")
+    audit.add_argument(
+        "--against-log",
+        action="store_true",
+        help="with verify: recompute every row from the topics up to the stored offsets",
+    )
+    audit.add_argument(
+        "--deep",
+        action="store_true",
+        help="with verify: rebuild the read models into shadow tables and compare",
+    )
     audit.set_defaults(func=_audit)
 
     report = sub.add_parser("report", help="write the DSMB report (self-contained HTML)")

@@ -40,8 +40,10 @@ from contracts import (
     InvalidEvent,
     decode,
 )
+from contracts.topics import AUDIT_CHECKPOINTS
 from deploy.kafka.launcher import KafkaLauncher, KafkaSettings
 from services.audit.adapters.store import AuditReader, AuditStore
+from services.audit.anchors import Anchors
 from services.audit.keys import trusted_keys
 from services.audit.projection import lag as audit_lag
 from services.audit.report import render_report
@@ -167,8 +169,9 @@ async def _wait_alerts(
         await asyncio.sleep(1)
 
 
-def _audit(bootstrap: str, home: Path) -> None:
-    """Runs the audit projection until it has caught up, verifies the chain, writes the report."""
+def _audit(bootstrap: str, home: Path) -> bool:
+    """Runs the audit projection until it has caught up, verifies the chain against its anchors,
+    writes the report; whether the trail verified."""
     projection = _start(
         "audit-projection",
         ["audit", "project"],
@@ -192,23 +195,28 @@ def _audit(bootstrap: str, home: Path) -> None:
     async def finish() -> tuple[int, Any, str]:
         try:
             await caught_up()
-            verdict = await store.verify(trusted_keys(settings))
+        finally:
+            os.kill(projection.pid, signal.SIGTERM)  # it signs and anchors its head on the way out
+            projection.wait(60)
+        try:
+            trusted = trusted_keys(settings)
+            anchors = Anchors(bootstrap, settings.audit_anchor_file)
+            verdict = await store.verify(trusted, await anchors.read(trusted))
             page = await render_report(AuditReader(store))
             return await store.count(), verdict, page
         finally:
             await store.close()
 
-    try:
-        rows, verdict, page = asyncio.run(finish())
-    finally:
-        os.kill(projection.pid, signal.SIGTERM)
-        projection.wait(60)
+    rows, verdict, page = asyncio.run(finish())
     (home / "report.html").write_text(page)
     state = "verified" if verdict.ok else f"BROKEN at row {verdict.first_broken_seq}"
     print(
         f"[demo] audit trail: {rows} rows, hash chain {state} "
-        f"({verdict.checkpoints} signed checkpoints); DSMB report: {home / 'report.html'}"
+        f"({verdict.checkpoints} signed checkpoints, the newest anchored on "
+        f"{AUDIT_CHECKPOINTS.name} at row {verdict.anchored_seq}); DSMB report: "
+        f"{home / 'report.html'}"
     )
+    return bool(verdict.ok)
 
 
 DEMO_ROUTES = """\
@@ -347,13 +355,15 @@ def run(settings: KafkaSettings) -> int:
             "run: a replayed alert is never sent twice): "
             + ("yes" if not unsent else f"no, {len(unsent)} not emailed")
         )
-        _audit(status.bootstrap, home)
+        verified = _audit(status.bootstrap, home)
     finally:
         for proc in (notifier, ingest, worker):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
         smtp.stop()
     for topic in CATALOG:
+        if topic is AUDIT_CHECKPOINTS:
+            continue  # not events: the anchors of the audit chain (printed above)
         events, messages, bad = asyncio.run(read_all(status.bootstrap, topic.name))
         counts = Counter(e.event_type for e in events.values())
         summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "empty"
@@ -362,4 +372,4 @@ def run(settings: KafkaSettings) -> int:
             f"undecodable {bad}"
         )
     print("[demo] the broker keeps running; stop it with: .venv/bin/safety-monitor kafka down")
-    return 0 if not missing else 1
+    return 0 if not missing and verified else 1

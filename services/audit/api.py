@@ -5,6 +5,7 @@
 import csv
 import io
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -17,8 +18,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from services.audit.adapters.store import AuditReader, AuditStore, TokenStore
 from services.audit.adapters.store import Query as Filter
+from services.audit.anchors import Anchors
 from services.audit.domain.chain import INDEXED
 from services.audit.report import render_report
+from services.web import guard
+
+log = logging.getLogger("audit.api")
 
 EXPORT_COLUMNS = ("seq", "event_id", *INDEXED, "topic", "partition", "offset", "hash", "canonical")
 
@@ -37,7 +42,18 @@ def _with_event(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def create_app(store: AuditStore, trusted: dict[str, Ed25519PublicKey]) -> FastAPI:
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string starting with = + - @ or a control
+    character is a formula to Excel or LibreOffice (OWASP CSV injection), so it gets a leading
+    apostrophe. Numbers are left as numbers."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r", "\n"):
+        return "'" + value
+    return value
+
+
+def create_app(
+    store: AuditStore, trusted: dict[str, Ed25519PublicKey], anchors: Anchors | None = None
+) -> FastAPI:
     reader, tokens = AuditReader(store), TokenStore(store)
     registry = CollectorRegistry()
     requests = Counter(
@@ -63,10 +79,11 @@ def create_app(store: AuditStore, trusted: dict[str, Ed25519PublicKey]) -> FastA
     async def dsmb(request: Request) -> str:
         auth = request.headers.get("authorization", "")
         secret = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        name = await tokens.who(secret) if secret else None
-        if name is None:
+        reader = await tokens.who(secret) if secret else None
+        if reader is None:
             raise _Unauthorized
-        return name
+        request.state.reader = reader  # the access log names who read what
+        return reader.name
 
     @app.exception_handler(_Unauthorized)
     async def unauthorized(_: Request, __: Exception) -> JSONResponse:
@@ -80,11 +97,15 @@ def create_app(store: AuditStore, trusted: dict[str, Ed25519PublicKey]) -> FastA
         )
 
     @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Response:
+    async def access_log(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        requests.labels(route, str(response.status_code)).inc()
+        reader = getattr(request.state, "reader", None)
+        if reader is not None:
+            route = getattr(request.scope.get("route"), "path", request.url.path)
+            await tokens.log_access(reader, route, request.url.query, response.status_code)
         return response
+
+    guard(app, lambda route, status, _: requests.labels(route, str(status)).inc(), log)
 
     Who = Annotated[str, Depends(dsmb)]
 
@@ -104,7 +125,7 @@ def create_app(store: AuditStore, trusted: dict[str, Ed25519PublicKey]) -> FastA
     async def events(
         _: Who,
         f: Filters,
-        after_seq: Annotated[int, Query(ge=0)] = 0,
+        after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         rows = await reader.events(f, after_seq, limit)
@@ -141,9 +162,14 @@ def create_app(store: AuditStore, trusted: dict[str, Ed25519PublicKey]) -> FastA
             ]
         }
 
-    @app.get("/audit/verify", summary="Recompute the chain and check the signed checkpoints")
+    @app.get(
+        "/audit/verify",
+        summary="Recompute the chain, check the signed checkpoints and compare them with the "
+        "checkpoints anchored outside the database",
+    )
     async def verify(_: Who) -> JSONResponse:
-        verdict = await store.verify(trusted)
+        anchored = await anchors.read(trusted) if anchors is not None else None
+        verdict = await store.verify(trusted, anchored)
         return JSONResponse(verdict.as_dict(), status_code=200 if verdict.ok else 409)
 
     @app.get("/audit/export", summary="Export the (filtered) trail as CSV or NDJSON, streamed")
@@ -160,7 +186,7 @@ def create_app(store: AuditStore, trusted: dict[str, Ed25519PublicKey]) -> FastA
             writer.writerow(EXPORT_COLUMNS)
             async for row in reader.stream(f):
                 plain = _plain(row)
-                writer.writerow([plain[c] for c in EXPORT_COLUMNS])
+                writer.writerow([_cell(plain[c]) for c in EXPORT_COLUMNS])
                 yield buf.getvalue().encode()
                 buf.seek(0)
                 buf.truncate()

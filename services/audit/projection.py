@@ -3,7 +3,10 @@
 Offsets live in the audit database, written in the same transaction as the rows they cover;
 Kafka's consumer-group offsets are not used. A crash at any point replays from the last
 committed batch, and rows already there are recognised by event_id: no gap, no duplicate.
-One projection process per database (the chain has one head).
+One projection process writes a chain (it has one head): a second one started on the same
+database stops at once with `Held`. Each signed checkpoint is anchored outside the database
+(`Anchors`) once its transaction has committed; after a crash between the two, the start
+anchors what is missing.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from contracts.topics import ALERT_LIFECYCLE, SAFETY_ALERTS, TRIAL_EVENTS
 from services.audit.adapters.store import Appended, AuditStore, Incoming
+from services.audit.anchors import Anchors
+from services.audit.domain.chain import key_id
 from services.kafka import partitions
+from services.sql import exclusive
 
 AUDITED = (TRIAL_EVENTS.name, SAFETY_ALERTS.name, ALERT_LIFECYCLE.name)
 log = logging.getLogger("audit.projection")
@@ -50,7 +56,39 @@ async def project(
     batch_max: int = 500,
     idle_checkpoint_s: float = 5.0,
     on_batch: Callable[[Appended], None] | None = None,
+    anchors: Anchors | None = None,
 ) -> None:
+    async with exclusive(store.engine, "audit-projection", wait=False):
+        await _project(
+            bootstrap, store, signer, stop, checkpoint_every, batch_max, idle_checkpoint_s,
+            on_batch, anchors,
+        )  # fmt: skip
+
+
+async def _project(
+    bootstrap: str,
+    store: AuditStore,
+    signer: Ed25519PrivateKey,
+    stop: asyncio.Event,
+    checkpoint_every: int,
+    batch_max: int,
+    idle_checkpoint_s: float,
+    on_batch: Callable[[Appended], None] | None,
+    anchors: Anchors | None,
+) -> None:
+    me = {key_id(signer.public_key()): signer.public_key()}
+    anchored = await anchors.newest(next(iter(me)), me) if anchors else 0
+
+    async def anchor() -> None:
+        nonlocal anchored
+        if anchors is None:
+            return
+        fresh = await store.checkpoints(after_seq=anchored)
+        if fresh:
+            await anchors.publish(fresh)
+            anchored = fresh[-1].seq
+
+    await anchor()
     parts = await audited_partitions(bootstrap)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
@@ -75,11 +113,15 @@ async def project(
             if batch:
                 result = await store.append(batch, signer, checkpoint_every)
                 last_activity, signed_idle = time.monotonic(), False
+                if result.checkpoints:
+                    await anchor()
                 if on_batch:
                     on_batch(result)
             elif not signed_idle and time.monotonic() - last_activity > idle_checkpoint_s:
                 await store.checkpoint_head(signer)
+                await anchor()
                 signed_idle = True
     finally:
         await consumer.stop()
         await store.checkpoint_head(signer)
+        await anchor()

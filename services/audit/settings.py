@@ -19,6 +19,9 @@ class AuditSettings(BaseSettings):
     audit_signing_key_file: Path = Path(".local/audit-signing.key")
     # Public keys (hex) trusted when verifying, beside the signing key's own.
     audit_trusted_public_keys: list[str] = Field(default_factory=list)
+    # An append-only file (another disk, a WORM mount) that anchors each signed checkpoint,
+    # beside the audit.checkpoints topic; `verify` reads both.
+    audit_anchor_file: Path | None = None
     audit_checkpoint_every: int = Field(100, gt=0)
     audit_batch_max: int = Field(500, gt=0)
     audit_host: str = "127.0.0.1"

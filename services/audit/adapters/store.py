@@ -168,7 +168,7 @@ class AuditStore:
         refused: str | None = None,
     ) -> Appended:
         rows = dups = bad = checkpoints = conflicts = 0
-        prepared = [_prepare(msg) if refused is None else (msg, None, refused) for msg in batch]
+        prepared = [prepare(msg) if refused is None else (msg, None, refused) for msg in batch]
         async with self.engine.begin() as conn:
             seq, prev = await self.head(conn)
             ids = [p.event_id for _, p, _ in prepared if p is not None]
@@ -323,18 +323,23 @@ class AuditStore:
                     )
                 after = rows[-1].seq
 
-    async def checkpoints(self) -> list[Checkpoint]:
+    async def checkpoints(self, after_seq: int = 0) -> list[Checkpoint]:
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                select(t.audit_checkpoints).order_by(t.audit_checkpoints.c.seq)
+                select(t.audit_checkpoints)
+                .where(t.audit_checkpoints.c.seq > after_seq)
+                .order_by(t.audit_checkpoints.c.seq)
             )
             return [Checkpoint(r.seq, r.head_hash, r.key_id, r.signature) for r in rows]
 
-    async def verify(self, trusted: dict[str, Ed25519PublicKey]) -> Verdict:
-        """The chain, then the conflicts: a reuse of an event_id with other content fails
-        verification (the first stands, but someone wrote a second version of a fact)."""
+    async def verify(
+        self, trusted: dict[str, Ed25519PublicKey], anchored: list[Checkpoint] | None = None
+    ) -> Verdict:
+        """The chain (against the checkpoints `anchored` outside the database, when given),
+        then the conflicts: a reuse of an event_id with other content fails verification (the
+        first stands, but someone wrote a second version of a fact)."""
         rows = [r async for r in self.chain()]
-        verdict = verify(rows, await self.checkpoints(), trusted)
+        verdict = verify(rows, await self.checkpoints(), trusted, anchored)
         conflicts = await self.conflicts()
         if not verdict.ok or not conflicts:
             return verdict
@@ -413,7 +418,7 @@ class _Prepared:
     changes: list[Change]
 
 
-def _prepare(msg: Incoming) -> tuple[Incoming, _Prepared | None, str]:
+def prepare(msg: Incoming) -> tuple[Incoming, _Prepared | None, str]:
     """The message decoded (leniently: shape and types; the catalog decides which types belong
     on its topic) and everything computed that could fail on its content: the event, the reason
     it cannot be taken."""
@@ -538,14 +543,62 @@ class TokenStore:
             )
         return token_id, secret
 
-    async def who(self, secret: str) -> str | None:
+    async def who(self, secret: str) -> Reader | None:
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
                     select(t.audit_tokens).where(t.audit_tokens.c.token_sha256 == _sha(secret))
                 )
             ).first()
-        return None if row is None or row.revoked else str(row.name)
+        return None if row is None or row.revoked else Reader(row.token_id, row.name)
+
+    async def revoke(self, token_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                update(t.audit_tokens)
+                .where(t.audit_tokens.c.token_id == token_id)
+                .values(revoked=True)
+            )
+        return bool(done.rowcount)
+
+    async def listing(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    t.audit_tokens.c.token_id,
+                    t.audit_tokens.c.name,
+                    t.audit_tokens.c.revoked,
+                    t.audit_tokens.c.created_at,
+                ).order_by(t.audit_tokens.c.created_at)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    async def log_access(self, reader: Reader, route: str, query: str, status: int) -> None:
+        """Who read what, when: the DSMB's reads are part of the trail."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(t.audit_access).values(
+                    at=datetime.now(UTC),
+                    token_id=reader.token_id,
+                    reader=reader.name,
+                    route=route[:200],
+                    query=query[:4000],
+                    status=status,
+                )
+            )
+
+    async def accesses(self) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(t.audit_access).order_by(t.audit_access.c.id))
+            return [dict(r._mapping) for r in rows]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A DSMB token's holder."""
+
+    token_id: str
+    name: str
 
 
 def _sha(secret: str) -> str:

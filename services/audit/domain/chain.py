@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,6 +109,8 @@ class Verdict:
     first_broken_seq: int | None = None
     reason: str | None = None
     conflicts: int = 0  # messages that reused an event_id with other content
+    anchored_seq: int | None = None  # the newest checkpoint anchored outside the database
+    unsigned_tail: int = 0  # rows after the newest checkpoint (signed when the stream idles)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -118,14 +120,68 @@ class Verdict:
             "first_broken_seq": self.first_broken_seq,
             "reason": self.reason,
             "conflicts": self.conflicts,
+            "anchored_seq": self.anchored_seq,
+            "unsigned_tail": self.unsigned_tail,
         }
 
 
+def signed_by(c: Checkpoint, trusted: dict[str, Ed25519PublicKey]) -> bool:
+    public = trusted.get(c.key_id)
+    if public is None:
+        return False
+    try:
+        public.verify(bytes.fromhex(c.signature), _payload(c.seq, c.head_hash))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 def verify(
-    rows: Iterable[Row], checkpoints: Iterable[Checkpoint], trusted: dict[str, Ed25519PublicKey]
+    rows: Iterable[Row],
+    checkpoints: Iterable[Checkpoint],
+    trusted: dict[str, Ed25519PublicKey],
+    anchored: list[Checkpoint] | None = None,
 ) -> Verdict:
     """Recomputes the chain in seq order and checks each checkpoint's signature with a trusted
-    key; names the first row that does not hold."""
+    key; names the first row that does not hold. A chain with rows must have a checkpoint.
+
+    With `anchored` (checkpoints kept outside the database, signatures already checked), every
+    anchored checkpoint must be in the database and sign the row it names: a rewritten, cut or
+    emptied log, or deleted checkpoints, fail even when the database is consistent with itself."""
+    checkpoints = list(checkpoints)
+    verdict = _chain(rows, checkpoints, trusted)
+    if not verdict.ok:
+        return verdict
+    newest = max((c.seq for c in checkpoints), default=0)
+    verdict = replace(verdict, unsigned_tail=verdict.rows - newest)
+    if verdict.rows and not checkpoints:
+        return replace(
+            verdict, ok=False, first_broken_seq=1,
+            reason="no signed checkpoint: nothing outside the database vouches for this chain",
+        )  # fmt: skip
+    if anchored is None:
+        return verdict
+    in_db = {(c.seq, c.head_hash) for c in checkpoints}
+    verdict = replace(verdict, anchored_seq=max((c.seq for c in anchored), default=0))
+    for a in anchored:
+        if (a.seq, a.head_hash) in in_db:
+            continue
+        if a.seq > verdict.rows:
+            why = (
+                f"a checkpoint anchored outside the database signs row {a.seq}, but the log "
+                f"ends at row {verdict.rows} (rows deleted)"
+            )
+        elif not any(c.seq == a.seq for c in checkpoints):
+            why = f"the checkpoint of row {a.seq} is anchored outside the database but missing"
+        else:
+            why = f"row {a.seq} differs from the checkpoint anchored outside the database"
+        return replace(verdict, ok=False, first_broken_seq=a.seq, reason=why)
+    return verdict
+
+
+def _chain(
+    rows: Iterable[Row], checkpoints: list[Checkpoint], trusted: dict[str, Ed25519PublicKey]
+) -> Verdict:
     by_seq = {c.seq: c for c in checkpoints}
     prev, expected_seq, count, verified = GENESIS, 1, 0, 0
     for row in rows:
@@ -176,11 +232,8 @@ def verify(
 def _check(c: Checkpoint, head: str, trusted: dict[str, Ed25519PublicKey]) -> str | None:
     if c.head_hash != head:
         return "a signed checkpoint does not match the chain here"
-    public = trusted.get(c.key_id)
-    if public is None:
+    if c.key_id not in trusted:
         return f"checkpoint signed by untrusted key {c.key_id}"
-    try:
-        public.verify(bytes.fromhex(c.signature), _payload(c.seq, c.head_hash))
-    except (InvalidSignature, ValueError):
+    if not signed_by(c, trusted):
         return "checkpoint signature is invalid"
     return None

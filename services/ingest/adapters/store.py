@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.domain.policy import Principal, Role
-from services.sql import insert_for, open_engine
+from services.sql import exclusive, insert_for, open_engine
 
 metadata = MetaData()
 
@@ -107,7 +107,8 @@ class IngestStore:
         self.engine: AsyncEngine = open_engine(url)
 
     async def create(self) -> None:
-        async with self.engine.begin() as conn:
+        """Creates the tables once, however many processes start together on a new database."""
+        async with exclusive(self.engine, "migrate-ingest"), self.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
 
     async def close(self) -> None:

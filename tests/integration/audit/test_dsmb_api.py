@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -193,3 +194,33 @@ async def test_the_report_renders_in_headless_chromium_with_its_plots(
     assert (ARTIFACTS / "report.png").stat().st_size > 20_000
     assert _pdf(ARTIFACTS / "report.html", ARTIFACTS / "report.pdf") == 0  # `report --pdf`
     assert (ARTIFACTS / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+async def test_a_csv_export_never_hands_a_spreadsheet_a_formula(audit_store: AuditStore) -> None:
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from contracts import LabResulted, Source, encode
+    from services.audit.adapters.store import Incoming
+    from tests.integration.audit.test_projection import KEY
+
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+    common: dict[str, Any] = {"trial_id": "T", "participant_id": "DN-CSV-1", "occurred_at": at,
+              "recorded_at": at, "source": Source.API, "analyte": "creatinine"}  # fmt: skip
+    common["unit"] = "mg/dL"
+    first = LabResulted(event_id=uuid4(), recorded_by='=HYPERLINK("x")', value=1.0, **common)
+    fix = LabResulted(event_id=uuid4(), recorded_by="site", value=1.1, supersedes=first.event_id,
+                      reason="=cmd|' /C calc'!A0", **common)  # fmt: skip
+    await audit_store.append(
+        [Incoming("trial.events", 0, n, encode(e)) for n, e in enumerate((first, fix))], KEY, 1
+    )
+    _, token = await TokenStore(audit_store).add("board")
+    app = create_app(audit_store, TRUSTED)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://dsmb"
+    ) as client:
+        r = await client.get("/audit/export", params={"format": "csv"}, headers=bearer(token))
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [row["recorded_by"] for row in rows] == ['\'=HYPERLINK("x")', "site"]
+    assert rows[1]["reason"] == "'=cmd|' /C calc'!A0"
+    assert rows[0]["seq"] == "1"  # numbers stay numbers

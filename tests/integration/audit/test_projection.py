@@ -127,7 +127,9 @@ async def test_the_catalog_decides_and_a_second_version_of_an_event_is_a_conflic
             Incoming("safety.alerts", 0, 1, encode(alert)),
             Incoming("safety.alerts", 0, 2, encode(forged)),  # the same event_id, other content
             Incoming("safety.alerts", 0, 3, encode(alert)),  # a true redelivery
-        ]
+        ],
+        KEY,
+        checkpoint_every=1,
     )
     assert (result.rows, result.undecodable, result.conflicts, result.duplicates) == (1, 2, 1, 1)
     async with audit_store.engine.connect() as conn:

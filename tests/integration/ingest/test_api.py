@@ -7,6 +7,8 @@ import json
 import uuid
 from typing import Any
 
+import pytest
+
 from contracts import decode
 from deploy.kafka.launcher import KafkaLauncher
 from tests.conftest import launcher_in
@@ -210,3 +212,27 @@ async def test_health_metrics_and_openapi(api: Api) -> None:
     spec = (await api.client.get("/openapi.json")).json()
     assert "/v1/events" in spec["paths"]
     assert "safety_monitor_ingest_requests_total" in (await api.client.get("/metrics")).text
+
+
+async def test_every_error_has_one_shape_and_an_unhandled_one_is_counted(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long_key = "k" * 300
+    r = await api.client.post(
+        "/v1/events", json=[], headers=api.h(api.site_a, **{"Idempotency-Key": long_key})
+    )
+    assert r.status_code == 422 and set(r.json()) == {"detail", "errors"}
+    assert r.json()["errors"][0]["field"] == "header.idempotency-key"
+    assert long_key not in r.text  # FastAPI's own answer echoed the input
+    missing = await api.client.get("/nowhere")
+    assert missing.status_code == 404 and set(missing.json()) == {"detail", "errors"}
+
+    async def broken(secret: str) -> None:
+        raise RuntimeError("database fell over while reading DN-001")
+
+    monkeypatch.setattr(api.parts.store, "principal", broken)
+    r = await api.client.post("/v1/events", json=lab("DN-001"), headers=api.h(api.site_a))
+    assert r.status_code == 500 and "DN-001" not in r.text
+    assert r.json()["detail"] == "internal error"
+    metrics = (await api.client.get("/metrics")).text
+    assert 'safety_monitor_ingest_requests_total{route="/v1/events",status="500"} 1.0' in metrics

@@ -12,10 +12,10 @@ KEY = Ed25519PrivateKey.generate()
 TRUSTED = {key_id(KEY.public_key()): KEY.public_key()}
 
 
-def chain(n: int) -> list[Row]:
+def chain(n: int, salt: str = "") -> list[Row]:
     rows, prev = [], GENESIS
     for seq in range(1, n + 1):
-        canonical = f'{{"n":{seq}}}'
+        canonical = f'{{"n":{seq}{salt}}}'
         h = row_hash(prev, seq, "trial.events", 0, seq - 1, f"id-{seq}", canonical)
         rows.append(Row(seq, "trial.events", 0, seq - 1, f"id-{seq}", canonical, prev, h))
         prev = h
@@ -56,3 +56,31 @@ def test_a_deleted_row_and_an_untrusted_signer_are_caught() -> None:
     other = Ed25519PrivateKey.generate()
     verdict = verify(rows, [sign(other, 5, rows[4].hash)], TRUSTED)
     assert not verdict.ok and "untrusted key" in (verdict.reason or "")
+
+
+def test_a_chain_with_rows_and_no_checkpoint_fails() -> None:
+    rows = chain(3)
+    verdict = verify(rows, [], TRUSTED)
+    assert not verdict.ok and "no signed checkpoint" in (verdict.reason or "")
+    assert verify([], [], TRUSTED).ok  # an empty chain with nothing anchored is consistent
+
+
+def test_anchors_outside_the_database_catch_a_cut_an_emptied_log_and_lost_checkpoints() -> None:
+    rows = chain(6)
+    checkpoints = [sign(KEY, 3, rows[2].hash), sign(KEY, 6, rows[5].hash)]
+    anchored = list(checkpoints)
+    ok = verify(rows, checkpoints, TRUSTED, anchored)
+    assert ok.ok and ok.anchored_seq == 6 and ok.unsigned_tail == 0
+    cut = verify(rows[:4], checkpoints[:1], TRUSTED, anchored)  # tail and its checkpoint deleted
+    assert (cut.ok, cut.first_broken_seq) == (False, 6) and "rows deleted" in (cut.reason or "")
+    empty = verify([], [], TRUSTED, anchored)
+    assert not empty.ok and "ends at row 0" in (empty.reason or "")
+    lost = verify(rows, checkpoints[1:], TRUSTED, anchored)  # a checkpoint deleted
+    assert (lost.ok, lost.first_broken_seq) == (False, 3)
+    # a rewritten chain, re-signed by nobody: its own checkpoints cannot match the anchors
+    rewritten = chain(6, salt="forged")
+    forged = verify(rewritten, [], TRUSTED, anchored)
+    assert not forged.ok
+    # rows appended after the newest checkpoint are reported, not failed
+    tail = verify(rows, checkpoints[:1], TRUSTED, anchored[:1])
+    assert tail.ok and tail.unsigned_tail == 3
