@@ -30,6 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import (
@@ -116,6 +117,11 @@ class Owed:
     created_at: datetime
 
 
+# What a message's content can raise while it is folded (not a lost connection: that stops the
+# consumer, which resumes from its stored offsets).
+_CONTENT_ERRORS = (IntegrityError, DataError, ArithmeticError, ValueError, TypeError, KeyError)
+
+
 class NotifierStore:
     def __init__(self, url: str) -> None:
         self.engine: AsyncEngine = open_engine(url)
@@ -141,10 +147,26 @@ class NotifierStore:
 
     async def apply(self, batch: list[Incoming], routes: Routes, now: datetime) -> list[str]:
         """One transaction: the batch folded into the trackers, the messages now due put in
-        the outbox, the offsets advanced. Returns the reasons of refused messages."""
+        the outbox, the offsets advanced. Returns the reasons of refused messages.
+
+        One message never stops the notifier: if folding a batch fails on its content (a value
+        the database or the arithmetic cannot take), the batch is applied message by message
+        and the one that fails alone is refused, its offset passed."""
+        try:
+            return await self._apply(batch, routes, now)
+        except _CONTENT_ERRORS as e:
+            if len(batch) == 1:
+                where = f"{batch[0].topic}[{batch[0].partition}]@{batch[0].offset}"
+                why = f"{where}: cannot be folded: {type(e).__name__}"
+                return [why, *await self._apply(batch, routes, now, skip=True)]
+        return [why for msg in batch for why in await self.apply([msg], routes, now)]
+
+    async def _apply(
+        self, batch: list[Incoming], routes: Routes, now: datetime, skip: bool = False
+    ) -> list[str]:
         refused = []
         async with self.engine.begin() as conn:
-            for msg in batch:
+            for msg in [] if skip else batch:
                 topic = topic_named(msg.topic)
                 try:
                     if topic is None:

@@ -139,7 +139,9 @@ def _reminders(tracked: list[Tracked], now: datetime, routes: Routes) -> list[Me
     out = []
     for t in tracked:
         due_by = t.alert.due_by
-        if t.status is not Status.OPEN or t.reminded or due_by is None or now < due_by - ahead:
+        # due_by - now, never due_by - ahead: a deadline in year 1 or 9999 (whatever a producer
+        # wrote on the topic) must not overflow and stop the desk for every alert
+        if t.status is not Status.OPEN or t.reminded or due_by is None or due_by - now > ahead:
             continue
         t.reminded = True
         for name, channel in sorted(t.told):

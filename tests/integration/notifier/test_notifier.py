@@ -302,3 +302,38 @@ async def test_a_notifier_killed_between_send_and_record_repeats_the_same_messag
                 os.killpg(p.pid, signal.SIGTERM)
                 p.wait(30)
         smtp.stop()
+
+
+async def test_a_poison_alert_on_the_topic_never_stops_the_notifier(
+    kafka: str, tmp_path: Path, webhook: tuple[str, Hooks]
+) -> None:
+    """Produced straight onto safety.alerts (no ingest in the way): bytes that are no event, and
+    an alert whose deadline is in year 1. The notifier tells of both alerts and goes on."""
+    from datetime import UTC, datetime
+
+    hook_url, _ = webhook
+    inbox, smtp_port = Inbox(), free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    rule = unique_rule()
+    parts = build(settings_for(kafka, tmp_path, smtp_port, hook_url, rule))
+    stop = asyncio.Event()
+    running = asyncio.create_task(parts.notifier.run(stop))
+    try:
+        odd = alert(rule, "critical", pid=f"NT-{uuid.uuid4().hex[:6]}-1",
+                    due_by=datetime(1, 1, 1, tzinfo=UTC))  # fmt: skip
+        good = unique_alert(rule)
+        await produce_raw(kafka, SAFETY_ALERTS.name, b"x", b"\xff not an event")
+        await produce_raw(kafka, SAFETY_ALERTS.name, key_for(odd), encode(odd))
+        await produce_raw(kafka, SAFETY_ALERTS.name, key_for(good), encode(good))
+
+        def told(a: AlertRaised) -> bool:
+            return any(a.participant_id in str(m["Subject"]) for m in inbox.mails)
+
+        await until(lambda: told(good) and told(odd))
+        assert not running.done()
+    finally:
+        stop.set()
+        await running
+        await parts.notifier.store.close()
+        smtp.stop()

@@ -136,3 +136,19 @@ def test_message_keys_are_the_same_whenever_decided() -> None:
 
     assert keys(ROUTES) == keys(ROUTES)
     assert len(set(keys(ROUTES))) == len(keys(ROUTES)) == 4  # 2 notices + 2 escalations
+
+
+def test_a_deadline_at_the_edge_of_time_never_stops_the_desk_for_the_other_alerts() -> None:
+    # whatever a producer wrote on the topic: due_by in year 1 or 9999 (both valid in UTC)
+    ancient = datetime(1, 1, 1, tzinfo=UTC)
+    far = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    tracked = [
+        Tracked(alert("sae.reported", "critical", pid="DN-002", due_by=ancient), seen_at=T0),
+        Tracked(alert("sae.reported", "critical", pid="DN-003", due_by=far), seen_at=T0),
+        Tracked(alert("sae.reported", "critical", pid="DN-004"), seen_at=T0),
+    ]
+    first = due(tracked, T0, ROUTES)
+    told = {pid for m in first for pid in m.alert_ids}
+    assert told == {t.alert_id for t in tracked}  # every alert told, the odd ones too
+    reminded = {m.alert_ids for m in first if m.kind is Kind.REMINDER}
+    assert reminded == {(tracked[0].alert_id,)}  # the year-1 deadline is long past: due now
