@@ -1,7 +1,8 @@
 """`python -m tests.faults [--runs 20] [--participants 2000] [--json FILE]`: the fault table.
 
 Starts its own broker (in a temporary directory), runs each scenario `--runs` times, prints
-runs / lost / stalled / repeated / recovery seconds, and writes every run to a JSON file."""
+runs / lost / stalled / repeated / recovery seconds, and writes every run to a JSON file.
+`python -m tests.faults --hardening` prints the hardening table instead (tests/faults/hardening.py)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,21 @@ if __name__ == "__main__":
     parser.add_argument("--scenario", action="append", choices=SCENARIOS)
     parser.add_argument("--database-url", help="a PostgreSQL URL; default a SQLite file per run")
     parser.add_argument("--json", default="benchmarks/results/faults.json")
+    parser.add_argument("--hardening", action="store_true", help="the hardening table instead")
     args = parser.parse_args()
+    if args.hardening:
+        from tests.faults.hardening import run_all
+        from tests.faults.hardening import table as hardening_table
+
+        with tempfile.TemporaryDirectory() as tmp:
+            launcher = launcher_in(Path(tmp) / "kafka")
+            launcher.up()
+            try:
+                cases = asyncio.run(run_all(launcher.bootstrap, Path(tmp)))
+            finally:
+                launcher.down(purge=True)
+        print(hardening_table(cases))
+        raise SystemExit(0 if all(c.ok for c in cases) else 1)
     with tempfile.TemporaryDirectory() as tmp:
         launcher = launcher_in(Path(tmp) / "kafka")
         launcher.up()
