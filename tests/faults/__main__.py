@@ -2,7 +2,7 @@
 
 Starts its own broker (in a temporary directory), runs each scenario `--runs` times, prints
 runs / lost / stalled / repeated / recovery seconds, and writes every run to a JSON file.
-`python -m tests.faults --hardening` prints the hardening table instead (tests/faults/hardening.py)."""
+`python -m tests.faults --hardening` prints the hardening table (tests/faults/hardening.py)."""
 
 from __future__ import annotations
 
