@@ -99,8 +99,13 @@ async def migrate(
         await conn.run_sync(upgrade, migrations, version_table)
 
 
-def upgrade(sync_connection: Any, migrations: Path, version_table: str = "alembic_version") -> None:
-    """Runs `migrations` to head on this connection (called through `conn.run_sync`). Each
+def upgrade(
+    sync_connection: Any,
+    migrations: Path,
+    version_table: str = "alembic_version",
+    target: str = "head",
+) -> None:
+    """Runs `migrations` to `target` on this connection (called through `conn.run_sync`). Each
     service keeps its own version table, so two services may share one database."""
     from alembic import command
     from alembic.config import Config
@@ -109,7 +114,7 @@ def upgrade(sync_connection: Any, migrations: Path, version_table: str = "alembi
     cfg.set_main_option("script_location", str(migrations))
     cfg.attributes["connection"] = sync_connection
     cfg.attributes["version_table"] = version_table
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, target)
 
 
 def insert_for(conn: Any) -> Any:
