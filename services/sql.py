@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
@@ -72,6 +73,18 @@ async def exclusive(
             with contextlib.suppress(Exception):  # a lost connection released it already
                 await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 await conn.commit()
+
+
+def refused_values(error: BaseException) -> bool:
+    """Whether the database refused a statement for the values in it (a constraint, a value
+    its column cannot hold: SQLSTATE classes 22 and 23), not for being unreachable or busy.
+    Only such an error may be pinned on one message; any other is retried, never dropped."""
+    if isinstance(error, IntegrityError | DataError):
+        return True
+    if not isinstance(error, DBAPIError) or error.connection_invalidated:
+        return False
+    state = str(getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", "") or "")
+    return state.startswith(("22", "23"))
 
 
 class Held(RuntimeError):

@@ -85,6 +85,10 @@ _CONFLICT = FieldError(
 _IMPORTS = ("fhir", "sdtm")
 
 
+class _Oversized(InvalidEvent):
+    """Valid, but too large to go on the log as one message (413)."""
+
+
 @dataclass
 class _Checked:
     ok: list[tuple[int, ClinicalEvent]]
@@ -122,16 +126,9 @@ class Ingest:
         why = self.acceptance.trial(event)  # type: ignore[arg-type]
         if why is not None:
             raise InvalidEvent([why])
-        size = len(encode(event))
-        if size > self.acceptance.max_event_bytes:
-            raise InvalidEvent(
-                [
-                    FieldError(
-                        "(event)",
-                        f"{size} bytes encoded; at most {self.acceptance.max_event_bytes}",
-                    )
-                ]
-            )
+        size, limit = len(encode(event)), self.acceptance.max_event_bytes
+        if size > limit:
+            raise _Oversized([FieldError("(event)", f"{size} bytes encoded; at most {limit}")])
         return event  # type: ignore[return-value]
 
     async def _check(self, bodies: Sequence[Any], who: Principal, source: str) -> _Checked:
@@ -142,7 +139,7 @@ class Ingest:
             try:
                 parsed.append((i, self._parse(body, who, source, now)))
             except InvalidEvent as e:
-                status = 413 if e.errors[0].field == "(event)" and "bytes" in str(e) else 422
+                status = 413 if isinstance(e, _Oversized) else 422
                 errors += [(i, err, status) for err in e.errors]
         site_of = await self.store.sites_of(e.participant_id for _, e in parsed)
         corrected = [str(e.supersedes) for _, e in parsed if e.supersedes is not None]
@@ -167,11 +164,12 @@ class Ingest:
         if checked.errors:
             status = max(s for _, _, s in checked.errors)
             raise Refused(status, [(i, e) for i, e, _ in checked.errors])
+        index = {f"index {i}": i for i, _ in checked.ok}
         results, conflicts = await self._write(
             [(f"index {i}", e) for i, e in checked.ok], whole=True
         )
         if conflicts:
-            raise Refused(409, [(int(where.split()[1]), _CONFLICT) for where in conflicts])
+            raise Refused(409, [(index[where], _CONFLICT) for where in conflicts])
         return results
 
     async def accept_each(

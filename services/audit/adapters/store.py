@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import Table, and_, delete, func, insert, select, update
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import AnyEvent, InvalidEvent
@@ -34,7 +34,7 @@ from services.audit.domain.chain import (
     verify,
 )
 from services.audit.domain.read_models import Change, alert_status, changes
-from services.sql import migrate, open_engine
+from services.sql import migrate, open_engine, refused_values
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 _TABLES: dict[str, Table] = {tbl.name: tbl for tbl in t.READ_MODELS}
@@ -140,15 +140,17 @@ class AuditStore:
         appended message by message, the refused one kept the same way."""
         try:
             return await self._append(batch, signer, checkpoint_every)
-        except (IntegrityError, DataError):
-            if len(batch) == 1:
-                raise
+        except DBAPIError as e:
+            if not refused_values(e):
+                raise  # unreachable or busy: the caller retries the batch, nothing is dropped
         total = Appended(0, 0, 0, 0, 0)
         for msg in batch:
             try:
                 done = await self._append([msg], signer, checkpoint_every)
-            except (IntegrityError, DataError) as e:
-                why = f"the database refused it: {type(e.orig).__name__}"
+            except DBAPIError as e:
+                if not refused_values(e):
+                    raise
+                why = f"the database refused it: {str(e.orig).splitlines()[0][:300]}"
                 done = await self._append([msg], signer, checkpoint_every, refused=why)
             total = Appended(
                 total.rows + done.rows,

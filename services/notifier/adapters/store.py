@@ -30,7 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import (
@@ -48,7 +48,7 @@ from contracts.dead_letters import accept
 from contracts.topics import topic_named
 from services.notifier.domain.desk import Kind, Message, Status, Tracked, due
 from services.notifier.domain.routes import Delivery, Routes
-from services.sql import insert_for, migrate, open_engine
+from services.sql import insert_for, migrate, open_engine, refused_values
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
 VERSION_TABLE = "notifier_alembic_version"
@@ -117,9 +117,10 @@ class Owed:
     created_at: datetime
 
 
-# What a message's content can raise while it is folded (not a lost connection: that stops the
-# consumer, which resumes from its stored offsets).
-_CONTENT_ERRORS = (IntegrityError, DataError, ArithmeticError, ValueError, TypeError, KeyError)
+# What a message's content can raise while it is folded, besides values the database refuses:
+# arithmetic on its times (a deadline in year 9999). Nothing broader: a bug must stop the
+# notifier where ops see it, not refuse every alert in silence.
+_CONTENT_ERRORS = (ArithmeticError,)
 
 
 class NotifierStore:
@@ -154,7 +155,9 @@ class NotifierStore:
         and the one that fails alone is refused, its offset passed."""
         try:
             return await self._apply(batch, routes, now)
-        except _CONTENT_ERRORS as e:
+        except (DBAPIError, *_CONTENT_ERRORS) as e:
+            if isinstance(e, DBAPIError) and not refused_values(e):
+                raise  # unreachable or busy: the consumer stops and resumes from its offsets
             if len(batch) == 1:
                 where = f"{batch[0].topic}[{batch[0].partition}]@{batch[0].offset}"
                 why = f"{where}: cannot be folded: {type(e).__name__}"

@@ -148,3 +148,25 @@ async def test_the_catalog_decides_and_a_second_version_of_an_event_is_a_conflic
     # the same conflicting message delivered again is not counted twice
     again = await audit_store.append([Incoming("safety.alerts", 0, 2, encode(forged))])
     assert again.conflicts == 0 and (await audit_store.verify(TRUSTED)).conflicts == 1
+
+
+async def test_a_value_the_database_cannot_hold_is_kept_aside_and_the_trail_goes_on(
+    audit_store: AuditStore, audit_url: str
+) -> None:
+    """Decoding on replay checks no lengths, so an alert whose rule_id is longer than its column
+    (varchar(60) on PostgreSQL) can reach the store straight from the topic."""
+    events = one_of_each(unique("DB"))
+    (alert,) = [e for e in events if isinstance(e, AlertRaised)][:1]
+    long = alert.model_copy(update={"rule_id": "r" * 100})
+    batch = [
+        Incoming(topic_for(e).name, 0, n, encode(e)) for n, e in enumerate(events) if e != alert
+    ]
+    batch.insert(2, Incoming("safety.alerts", 0, 99, encode(long)))
+    result = await audit_store.append(batch, KEY, checkpoint_every=1)
+    refused = 1 if audit_url.startswith("postgresql") else 0  # SQLite does not check lengths
+    assert (result.rows, result.undecodable) == (len(batch) - refused, refused)
+    async with audit_store.engine.connect() as conn:
+        kept = (await conn.execute(text("SELECT reason FROM audit_undecodable"))).scalars().all()
+    assert len(kept) == refused and all("database refused" in k for k in kept)
+    assert (await audit_store.verify(TRUSTED)).ok
+    assert (await audit_store.offsets())[("safety.alerts", 0)] == 100
