@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from contracts import AnyEvent, encode, key_for, topic_for
+from contracts import AnyEvent, InvalidEvent, encode, key_for, topic_for
+from contracts.dead_letters import accept
+from contracts.topics import topic_named
 from services.demo import partitions_of
 
 
@@ -66,3 +68,18 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"{topic}: condition not met after {timeout_s}s; saw {len(got)}")
         await asyncio.sleep(0.5)
+
+
+def events_in(messages: list[tuple[bytes | None, bytes]], topic: str) -> list[AnyEvent]:
+    """The events every consumer would take from `topic`'s messages. The shared broker's topics
+    also hold what tests put there on purpose (garbage, a poison timestamp: tests/faults/
+    hardening.py, the notifier's poison test); a reader skips them as every consumer does."""
+    catalog = topic_named(topic)
+    assert catalog is not None, topic
+    out = []
+    for _, raw in messages:
+        try:
+            out.append(accept(raw, catalog))
+        except InvalidEvent:
+            continue
+    return out

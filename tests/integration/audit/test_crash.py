@@ -11,12 +11,11 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from contracts import decode
 from services.audit.adapters.store import AuditStore
 from services.audit.keys import trusted_keys
 from services.audit.projection import AUDITED
 from services.audit.settings import AuditSettings
-from tests.integration.kafka_io import produce, read_topic
+from tests.integration.kafka_io import events_in, produce, read_topic
 from tests.integration.safety_rules.test_worker import unique
 from tests.unit.safety_rules.builders import a_participant
 
@@ -48,7 +47,7 @@ async def test_a_killed_projection_resumes_with_no_gap_and_no_duplicate(
     await produce(kafka, list(builder.events()))
     expected = set()
     for topic in AUDITED:
-        expected |= {str(decode(v).event_id) for _, v in await read_topic(kafka, topic)}
+        expected |= {str(e.event_id) for e in events_in(await read_topic(kafka, topic), topic)}
     store = AuditStore(audit_url)
     await store.migrate()
     key_file, log = tmp_path / "signing.key", tmp_path / "projection.log"

@@ -25,7 +25,7 @@ from contracts.dead_letters import original
 from contracts.topics import DEAD_LETTER, Topic
 from deploy.kafka.launcher import create_topics
 from services.safety_rules.adapters.store import Commit, RulesStore
-from tests.integration.kafka_io import produce, produce_raw, read_topic, wait_for
+from tests.integration.kafka_io import events_in, produce, produce_raw, read_topic, wait_for
 from tests.integration.safety_rules.worker_process import Worker
 from tests.unit.safety_rules.builders import DAY0, ParticipantBuilder, a_participant
 
@@ -35,13 +35,11 @@ def unique(prefix: str) -> str:
 
 
 def alerts_for(messages: list[tuple[bytes | None, bytes]], pids: set[str]) -> list[AlertRaised]:
-    out = []
-    for _, raw in messages:
-        alert = decode(raw)
-        assert isinstance(alert, AlertRaised)
-        if alert.participant_id in pids:
-            out.append(alert)
-    return out
+    return [
+        a
+        for a in events_in(messages, "safety.alerts")
+        if isinstance(a, AlertRaised) and a.participant_id in pids
+    ]
 
 
 def rules_of(alerts: list[AlertRaised]) -> set[str]:
@@ -104,7 +102,7 @@ async def test_alerts_survive_restarts_with_none_lost_or_repeated(
         )
         by_id: dict[uuid.UUID, set[bytes]] = {}
         for _, raw in got:
-            a = decode(raw)
+            (a,) = events_in([(None, raw)], "safety.alerts") or [None]
             if isinstance(a, AlertRaised) and a.participant_id == pid:
                 by_id.setdefault(a.alert_id, set()).add(raw)
         assert rules_of(alerts_for(got, {pid})) == {*expected, "sae.reported"}
