@@ -45,7 +45,7 @@ from deploy.kafka.launcher import KafkaLauncher, KafkaSettings
 from services.audit.adapters.store import AuditReader, AuditStore
 from services.audit.anchors import Anchors
 from services.audit.keys import trusted_keys
-from services.audit.projection import lag as audit_lag
+from services.audit.projection import LagProbe
 from services.audit.report import render_report
 from services.audit.settings import AuditSettings
 from services.ingest.bootstrap import build as build_ingest
@@ -183,13 +183,14 @@ def _audit(bootstrap: str, home: Path) -> bool:
 
     async def caught_up(timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if await audit_lag(bootstrap, store) == 0:
-                    return
-            except Exception:  # the projection has not created its tables yet
-                pass
-            await asyncio.sleep(0.3)
+        async with LagProbe(bootstrap) as probe:
+            while time.monotonic() < deadline:
+                try:
+                    if await probe.lag(store) == 0:
+                        return
+                except Exception:  # the projection has not created its tables yet
+                    pass
+                await asyncio.sleep(0.3)
         raise RuntimeError("the audit projection did not catch up; see .local/audit-projection.log")
 
     async def finish() -> tuple[int, Any, str]:

@@ -34,16 +34,38 @@ async def audited_partitions(bootstrap: str) -> list[TopicPartition]:
     return await partitions(bootstrap, AUDITED)
 
 
-async def lag(bootstrap: str, store: AuditStore) -> int:
-    """Messages on the audited topics that the store has not projected yet (0: caught up)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(await audited_partitions(bootstrap))
-    finally:
-        await consumer.stop()
-    done = await store.offsets()
-    return sum(max(0, end - done.get((tp.topic, tp.partition), 0)) for tp, end in ends.items())
+class LagProbe:
+    """Measures how far the store is behind the audited topics, as often as asked, with one
+    Kafka client. Its partitions are assigned before any offset is asked for, so the client
+    fetches their metadata in one request: a client asked for the end offsets of partitions it
+    has never seen learns their topics one at a time, and under load a CI run once spent its
+    whole timeout in that loop (StaleMetadata for safety.alerts, every retry)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._consumer: AIOKafkaConsumer | None = None
+        self._parts: list[TopicPartition] = []
+
+    async def __aenter__(self) -> LagProbe:
+        self._parts = await audited_partitions(self.bootstrap)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False
+        )
+        await self._consumer.start()
+        self._consumer.assign(self._parts)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def lag(self, store: AuditStore) -> int:
+        """Messages on the audited topics not projected yet (0: caught up)."""
+        assert self._consumer is not None, "use LagProbe in `async with`"
+        ends = await self._consumer.end_offsets(self._parts)
+        done = await store.offsets()
+        return sum(max(0, end - done.get((tp.topic, tp.partition), 0)) for tp, end in ends.items())
+
 
 
 async def project(

@@ -33,7 +33,7 @@ from contracts.clinical import LabResulted, ParticipantEnrolled, Sex
 from contracts.common import Source
 from contracts.topics import DEAD_LETTER, TRIAL_EVENTS
 from services.audit.adapters.store import AuditStore
-from services.audit.projection import lag
+from services.audit.projection import LagProbe
 from services.ingest.domain.mapping import stable_id
 from tests.conftest import free_port
 from tests.integration.kafka_io import produce, produce_raw, read_topic
@@ -124,15 +124,16 @@ async def project_until_caught_up(env: dict[str, str], timeout_s: float = 240) -
     )
     store = AuditStore(env["SAFETY_MONITOR_AUDIT_DATABASE_URL"])
     try:
-        async with asyncio.timeout(timeout_s):
+        probe = LagProbe(env["SAFETY_MONITOR_KAFKA_BOOTSTRAP"])
+        async with asyncio.timeout(timeout_s), probe:
             while True:
                 await asyncio.sleep(0.5)
                 if proc.poll() is not None:
                     raise RuntimeError(f"audit project died: {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
                 try:
-                    if await lag(env["SAFETY_MONITOR_KAFKA_BOOTSTRAP"], store) == 0:
+                    if await probe.lag(store) == 0:
                         break
-                except Exception:
+                except Exception:  # the projection has not created its tables yet
                     continue
     finally:
         await store.close()

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from contracts import AlertRaised, Severity, encode, topic_for
 from services.audit.adapters.store import AuditStore, Incoming
 from services.audit.domain.chain import key_id
-from services.audit.projection import lag, project
+from services.audit.projection import LagProbe, project
 from services.sample import one_of_each
 from tests.integration.kafka_io import produce
 from tests.integration.safety_rules.test_worker import unique
@@ -45,8 +45,8 @@ async def caught_up(bootstrap: str, store: AuditStore, timeout_s: float = 120) -
     stop = asyncio.Event()
     task = asyncio.create_task(project(bootstrap, store, KEY, stop, checkpoint_every=5))
     try:
-        async with asyncio.timeout(timeout_s):
-            while await lag(bootstrap, store):
+        async with asyncio.timeout(timeout_s), LagProbe(bootstrap) as probe:
+            while await probe.lag(store):
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.2)
