@@ -27,6 +27,9 @@ def open_engine(url: str, **options: Any) -> AsyncEngine:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if file.exists():  # a file made before this rule, or by another umask
+                file.chmod(0o600)
     return create_async_engine(url, hide_parameters=True, **options)
 
 

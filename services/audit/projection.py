@@ -67,7 +67,6 @@ class LagProbe:
         return sum(max(0, end - done.get((tp.topic, tp.partition), 0)) for tp, end in ends.items())
 
 
-
 async def project(
     bootstrap: str,
     store: AuditStore,

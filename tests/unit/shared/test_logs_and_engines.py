@@ -41,3 +41,7 @@ async def test_a_failed_statements_values_reach_neither_its_error_nor_the_log(
         and "test_logs_and_engines.py" in line["exc"]
     )
     assert stat.S_IMODE((tmp_path / "x.db").stat().st_mode) == 0o600
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    await open_engine(f"sqlite+aiosqlite:///{old}").dispose()
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600  # an older file is closed too
