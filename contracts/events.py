@@ -105,6 +105,11 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def loads(raw: bytes | str) -> Any:
+    """JSON as the contract reads it: NaN and Infinity (which Python's json takes) refused."""
+    return json.loads(raw, parse_constant=_no_constant)
+
+
 def parse_event(
     raw: bytes | str | dict[str, Any], *, window: tuple[datetime, datetime] | None = None
 ) -> AnyEvent:
@@ -117,7 +122,7 @@ def _validate(raw: bytes | str | dict[str, Any], context: dict[str, Any] | None)
     data: Any = raw
     if isinstance(raw, bytes | str):
         try:
-            data = json.loads(raw, parse_constant=_no_constant)
+            data = loads(raw)
         except (ValueError, RecursionError) as e:  # also NaN, huge integers, deep nesting
             raise InvalidEvent([FieldError("(body)", f"not valid JSON: {e}")]) from None
     if not isinstance(data, dict):

@@ -311,15 +311,16 @@ def _audit(args: argparse.Namespace) -> int:
                 verdict = await store.verify(trusted, await anchors.read(trusted))
                 out: dict[str, object] = verdict.as_dict()
                 ok = verdict.ok
-                checks = {
-                    "against_log": args.against_log
-                    and await against_log(settings.kafka_bootstrap, store),
-                    "deep": args.deep and await deep(store),
-                }
-                for name, problems in checks.items():
-                    if problems is not False:
-                        out[name] = {"ok": not problems, "problems": problems[:100]}
-                        ok = ok and not problems
+                deeper: list[tuple[str, list[str]]] = []
+                if args.against_log:
+                    deeper.append(
+                        ("against_log", await against_log(settings.kafka_bootstrap, store))
+                    )
+                if args.deep:
+                    deeper.append(("deep", await deep(store)))
+                for name, problems in deeper:
+                    out[name] = {"ok": not problems, "problems": problems[:100]}
+                    ok = ok and not problems
                 out["ok"] = ok
                 print(json.dumps(out))
                 return 0 if ok else 1

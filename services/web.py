@@ -78,9 +78,11 @@ def guard(app: FastAPI, count: Callable[[str, int, float], None], log: logging.L
         started = time.perf_counter()
         try:
             response = await call_next(request)
-        except Exception as e:  # counted and answered in the project's shape, never leaked
-            log.error("unhandled %s on %s", type(e).__name__, request.url.path)
+        except Exception:  # counted and answered in the project's shape, never leaked
             response = shaped(500, "internal error", [{"field": "(service)", "reason": "logged"}])
+        # the route's template, never the path: a path may hold a participant id
         route = getattr(request.scope.get("route"), "path", "unmatched")
+        if response.status_code == 500:
+            log.error("unhandled error on %s", route, exc_info=True)
         count(route, response.status_code, time.perf_counter() - started)
         return response

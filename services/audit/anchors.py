@@ -14,7 +14,7 @@ import asyncio
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -45,29 +45,34 @@ class Anchors:
     file: Path | None = None
     topic: str = AUDIT_CHECKPOINTS.name
     timeout_s: float = 30.0
+    _producer: AIOKafkaProducer | None = field(default=None, init=False, repr=False)
 
     async def publish(self, checkpoints: Iterable[Checkpoint]) -> int:
         """Anchors each checkpoint; returns once the broker acknowledged them all (and the
-        file, if any, is on disk)."""
+        file, if any, is on disk). One producer serves every publish until `close`."""
         todo = list(checkpoints)
         if not todo:
             return 0
         if self.file is not None:
             await asyncio.to_thread(_append_lines, self.file, [encode_anchor(c) for c in todo])
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
-        )
-        await producer.start()
-        try:
-            sent = [
-                await producer.send(self.topic, encode_anchor(c), key=c.key_id.encode())
-                for c in todo
-            ]
-            async with asyncio.timeout(self.timeout_s):
-                await asyncio.gather(*sent)
-        finally:
-            await producer.stop()
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
+            )
+            await producer.start()
+            self._producer = producer
+        sent = [
+            await self._producer.send(self.topic, encode_anchor(c), key=c.key_id.encode())
+            for c in todo
+        ]
+        async with asyncio.timeout(self.timeout_s):
+            await asyncio.gather(*sent)
         return len(todo)
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
 
     async def read(self, trusted: dict[str, Ed25519PublicKey]) -> list[Checkpoint]:
         """Every anchored checkpoint a trusted key signed (topic and file), by seq; an anchor

@@ -80,10 +80,14 @@ async def project(
     anchors: Anchors | None = None,
 ) -> None:
     async with exclusive(store.engine, "audit-projection", wait=False):
-        await _project(
-            bootstrap, store, signer, stop, checkpoint_every, batch_max, idle_checkpoint_s,
-            on_batch, anchors,
-        )  # fmt: skip
+        try:
+            await _project(
+                bootstrap, store, signer, stop, checkpoint_every, batch_max, idle_checkpoint_s,
+                on_batch, anchors,
+            )  # fmt: skip
+        finally:
+            if anchors is not None:
+                await anchors.close()
 
 
 async def _project(

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field, TypeAdapter
 
 from contracts import ClinicalEvent
+from contracts.events import loads
 from services.ingest.adapters.kafka_log import EventLog, EventTooLarge, LogUnavailable
 from services.ingest.adapters.store import IngestStore
 from services.ingest.domain.fhir import FhirContext, map_bundle
@@ -79,15 +80,11 @@ async def _read_limited(request: Request, limit: int, timeout_s: float) -> bytes
     return b"".join(chunks)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def load_json(raw: bytes, max_depth: int) -> Any:
     """The JSON in `raw`, or BadBody: also for NaN/Infinity, integers past 4,300 digits, and
     nesting deeper than `max_depth`."""
     try:
-        data = json.loads(raw, parse_constant=_no_constant)
+        data = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         reason = "nested too deep" if isinstance(e, RecursionError) else str(e)
         raise BadBody(f"not valid JSON: {reason}") from None

@@ -34,6 +34,7 @@ from services.ingest.adapters.kafka_log import EventLog, LogUnavailable, Positio
 from services.ingest.adapters.store import Accepted, IngestStore
 from services.ingest.domain.mapping import Rejection
 from services.ingest.domain.policy import (
+    ENROLLED_ELSEWHERE,
     Acceptance,
     Principal,
     authorize,
@@ -144,6 +145,13 @@ class Ingest:
         site_of = await self.store.sites_of(e.participant_id for _, e in parsed)
         corrected = [str(e.supersedes) for _, e in parsed if e.supersedes is not None]
         owner_of = await self.store.owners_of(corrected)
+        # a record imported before ids were scoped by site keeps its first id (the same content
+        # under it is a duplicate, never a second event)
+        earlier = (
+            await self.store.accepted(str(e.event_id) for _, e in parsed)
+            if (source in _IMPORTS)
+            else {}
+        )
         ok: list[tuple[int, ClinicalEvent]] = []
         for i, event in parsed:
             refusal = authorize(event, who, site_of, owner_of)
@@ -152,7 +160,7 @@ class Ingest:
                 continue
             if isinstance(event, ParticipantEnrolled):
                 site_of.setdefault(event.participant_id, event.site_id)
-            if source in _IMPORTS:
+            if source in _IMPORTS and earlier.get(str(event.event_id)) != content_hash(event):
                 event = scoped_to_site(event, site_of[event.participant_id])
             owner_of.setdefault(str(event.event_id), event.participant_id)
             ok.append((i, event))
@@ -169,7 +177,7 @@ class Ingest:
             [(f"index {i}", e) for i, e in checked.ok], whole=True
         )
         if conflicts:
-            raise Refused(409, [(index[where], _CONFLICT) for where in conflicts])
+            raise Refused(409, sorted((index[where], why) for where, why in conflicts))
         return results
 
     async def accept_each(
@@ -180,19 +188,19 @@ class Ingest:
         rejections = [Rejection(items[i][0], e.field, e.reason) for i, e, _ in checked.errors]
         good = [(items[i][0], e) for i, e in checked.ok]
         results, conflicts = await self._write(good, whole=False)
-        rejections += [Rejection(where, _CONFLICT.field, _CONFLICT.reason) for where in conflicts]
+        rejections += [Rejection(where, why.field, why.reason) for where, why in conflicts]
         return results, rejections
 
     async def _write(
         self, events: list[tuple[str, ClinicalEvent]], *, whole: bool
-    ) -> tuple[list[Result], list[str]]:
+    ) -> tuple[list[Result], list[tuple[str, FieldError]]]:
         """Reserves each new event_id in the database, then appends to Kafka, then records.
 
         One writer per event_id, however many requests race: a reservation held by another
         request for the same content is waited for (then it is a duplicate); for other content
-        it is a conflict, returned by `where` (and with `whole`, nothing is written)."""
+        it is a conflict, returned with its `where` (and with `whole`, nothing is written)."""
         results: dict[str, Result] = {}
-        conflicts: list[str] = []
+        conflicts: list[tuple[str, FieldError]] = []
         first: dict[str, tuple[str, ClinicalEvent, str]] = {}  # event_id -> (where, event, hash)
         for where, event in events:
             eid, digest = str(event.event_id), content_hash(event)
@@ -201,7 +209,8 @@ class Ingest:
             elif first[eid][2] == digest:
                 results[where] = Result(where, event, Outcome.DUPLICATE)
             else:
-                conflicts.append(where)
+                conflicts.append((where, _CONFLICT))
+        await self._register(first, conflicts)
         owner = uuid.uuid4().hex  # this request
         mine = await self._reserve(first, results, conflicts, owner)
         if whole and conflicts:
@@ -224,7 +233,7 @@ class Ingest:
         self,
         first: dict[str, tuple[str, ClinicalEvent, str]],
         results: dict[str, Result],
-        conflicts: list[str],
+        conflicts: list[tuple[str, FieldError]],
         owner: str,
     ) -> list[str]:
         """The event ids this request now holds, in order; fills in duplicates and conflicts."""
@@ -245,7 +254,7 @@ class Ingest:
                 if holder is None:
                     mine.append(eid)
                 elif holder.content_sha256 != digest:
-                    conflicts.append(where)
+                    conflicts.append((where, _CONFLICT))
                 elif holder.accepted:
                     results[where] = Result(where, event, Outcome.DUPLICATE)
                 else:
@@ -258,6 +267,23 @@ class Ingest:
                 await asyncio.sleep(0.05)
         order = {eid: n for n, eid in enumerate(first)}
         return sorted(mine, key=order.__getitem__)
+
+    async def _register(
+        self,
+        first: dict[str, tuple[str, ClinicalEvent, str]],
+        conflicts: list[tuple[str, FieldError]],
+    ) -> None:
+        """Fixes the site of each participant enrolled here before anything is written; an
+        enrolment that lost the race to another site's is a conflict."""
+        enrolments = {
+            eid: e for eid, (_, e, _) in first.items() if isinstance(e, ParticipantEnrolled)
+        }
+        sites = await self.store.claim_sites(
+            [(e.participant_id, e.site_id) for e in enrolments.values()]
+        )
+        for eid, e in enrolments.items():
+            if sites.get(e.participant_id) != e.site_id:
+                conflicts.append((first.pop(eid)[0], ENROLLED_ELSEWHERE))
 
     async def _record(self, results: list[Result], owner: str) -> None:
         rows = [

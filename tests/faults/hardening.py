@@ -319,6 +319,23 @@ async def ingest_cases(bootstrap: str, workdir: Path) -> list[Case]:
                 on_topic == 1 and codes == Counter({201: 1, 200: 19}),
             )
 
+            pairs = []
+            for _ in range(10):
+                pid = _pid("R")
+                pairs.append(
+                    await asyncio.gather(
+                        post(site_a, enrolment(pid, "A")), post(site_b, enrolment(pid, "B"))
+                    )
+                )
+            split = Counter(tuple(sorted(r.status_code for r in pair)) for pair in pairs)
+            case(
+                "5",
+                "sites A and B enrol one participant at once, x10",
+                "each: one 201, one 409",
+                " ".join(f"{n}x{codes}" for codes, n in split.items()),
+                split == Counter({(201, 409): 10}),
+            )
+
             # 6: unbounded input
             huge = lab(
                 a_pid, value=1.0, unit="mg/dL", original_value=1.0, original_unit="x" * 2_000_000

@@ -16,5 +16,5 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 async def test_every_hardening_case_holds(kafka: str, tmp_path: Path) -> None:
     cases = await run_all(kafka, tmp_path)
     print("\n" + table(cases))
-    assert len(cases) >= 25
+    assert len(cases) >= 29
     assert [c for c in cases if not c.ok] == []

@@ -57,6 +57,14 @@ reserved = Table(
     Column("owner", String(32), nullable=False),
     Column("reserved_at", DateTime(timezone=True), nullable=False),
 )
+# The site each participant's first enrolment claimed, before it was written: fixes the site
+# against a race of two sites enrolling one participant at once.
+site_claims = Table(
+    "ingest_site_claims",
+    metadata,
+    Column("participant_id", String(64), primary_key=True),
+    Column("site_id", String(200), nullable=False),
+)
 idempotency = Table(
     "ingest_idempotency",
     metadata,
@@ -247,6 +255,24 @@ class IngestStore:
                 )
             )
 
+    async def claim_sites(self, enrolling: list[tuple[str, str]]) -> dict[str, str]:
+        """Claims each (participant, site) before its enrolment is written: the first claim
+        fixes a participant's site, however many requests race. Returns participant -> the
+        site that holds it. (The registry itself is written once an enrolment is accepted.)"""
+        if not enrolling:
+            return {}
+        async with self.engine.begin() as conn:
+            insert = insert_for(conn)(site_claims).on_conflict_do_nothing(
+                index_elements=["participant_id"]
+            )
+            await conn.execute(insert, [{"participant_id": p, "site_id": s} for p, s in enrolling])
+            rows = await conn.execute(
+                select(site_claims).where(
+                    site_claims.c.participant_id.in_([p for p, _ in enrolling])
+                )
+            )
+            return {r.participant_id: r.site_id for r in rows}
+
     async def record(
         self, rows: list[Accepted], enrolled: list[tuple[str, str, str]], owner: str
     ) -> None:
@@ -272,20 +298,13 @@ class IngestStore:
                 await conn.execute(
                     accepted.insert(), [{**r.__dict__, "accepted_at": now} for r in new]
                 )
-            pids = await conn.execute(
-                select(participants.c.participant_id).where(
-                    participants.c.participant_id.in_([p for p, _, _ in enrolled])
+            if enrolled:
+                insert = insert_for(conn)(participants).on_conflict_do_nothing(
+                    index_elements=["participant_id"]
                 )
-            )
-            registered = {r.participant_id for r in pids}
-            fresh = {p: (t, s) for p, t, s in enrolled if p not in registered}
-            if fresh:
                 await conn.execute(
-                    participants.insert(),
-                    [
-                        {"participant_id": p, "trial_id": t, "site_id": s}
-                        for p, (t, s) in fresh.items()
-                    ],
+                    insert,
+                    [{"participant_id": p, "trial_id": t, "site_id": s} for p, t, s in enrolled],
                 )
 
     async def remembered(self, key: str) -> tuple[str, str] | None:

@@ -68,6 +68,12 @@ class Acceptance:
         )
 
 
+ENROLLED_ELSEWHERE = FieldError(
+    "participant_id",
+    "already enrolled at another site; a participant's site is fixed at the first enrolment",
+)
+
+
 @dataclass(frozen=True)
 class Refusal:
     error: FieldError
@@ -108,14 +114,7 @@ def authorize(
                 403,
             )
         if site is not None and site != event.site_id:
-            return Refusal(
-                FieldError(
-                    "participant_id",
-                    "already enrolled at another site; a participant's site is fixed at "
-                    "the first enrolment",
-                ),
-                409,
-            )
+            return Refusal(ENROLLED_ELSEWHERE, 409)
     elif site is None:
         if is_site:
             return _not_yours(principal)

@@ -117,3 +117,36 @@ async def test_the_cdisc_pilot_dm_lb_ae_import_with_nothing_lost(
     assert sum(n for note, n in ae.notes.items() if "taken as serious" in note) == 36
     assert ae.notes["AEOUT=FATAL: CTCAE grade 5"] == 3
     assert (await api.parts.store.counts())["accepted_events"] == 254 + 1828 + 1191
+
+
+async def test_a_record_imported_before_ids_were_scoped_by_site_stays_one_event(
+    api: Api,
+) -> None:
+    """Ids of imported records now include the participant's site; a record accepted under its
+    earlier (unscoped) id is recognised by it, so a re-import adds nothing."""
+    import csv
+    import io
+    import uuid
+    from zoneinfo import ZoneInfo
+
+    from services.ingest.domain import sdtm
+
+    subject = f"DN-{uuid.uuid4().hex[:6]}-1"
+    text = (
+        "STUDYID,DOMAIN,USUBJID,SUBJID,RFSTDTC,RFICDTC,SITEID,AGE,AGEU,BRTHDTC,SEX\n"
+        f"UCMSC-DN-01,DM,{subject},1,2026-01-08,2026-01-05,sardjito,55,YEARS,,F\n"
+    )
+    (row,) = csv.DictReader(io.StringIO(text))
+    earlier = sdtm.dm(row, ZoneInfo("UTC"), [])  # as the importer mapped it before
+    first = await api.client.post("/v1/events", json=earlier, headers=api.h(api.site_a))
+    assert first.status_code == 201, first.text
+    headers = api.h(api.site_a, **{"content-type": "text/csv"})
+    again = await api.client.post(
+        "/v1/imports/sdtm", params={"filename": "dm.csv"}, content=text.encode(), headers=headers
+    )
+    assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 1)
+    fresh = text.replace(subject, f"DN-{uuid.uuid4().hex[:6]}-2")
+    new = await api.client.post(
+        "/v1/imports/sdtm", params={"filename": "dm.csv"}, content=fresh.encode(), headers=headers
+    )
+    assert new.json()["accepted"] == 1  # a new record gets its site-scoped id
