@@ -23,7 +23,7 @@ from contracts.topics import ALERT_LIFECYCLE, SAFETY_ALERTS, TRIAL_EVENTS
 from services.audit.adapters.store import Appended, AuditStore, Incoming
 from services.audit.anchors import Anchors
 from services.audit.domain.chain import key_id
-from services.kafka import partitions
+from services.kafka import consumer_from_stored, partitions, seek_stored
 from services.sql import exclusive
 
 AUDITED = (TRIAL_EVENTS.name, SAFETY_ALERTS.name, ALERT_LIFECYCLE.name)
@@ -61,10 +61,18 @@ class LagProbe:
 
     async def lag(self, store: AuditStore) -> int:
         """Messages on the audited topics not projected yet (0: caught up)."""
+        return sum((await self.behind(store)).values())
+
+    async def behind(self, store: AuditStore) -> dict[str, int]:
+        """Messages not projected yet, by partition ("topic[p]"), for those behind."""
         assert self._consumer is not None, "use LagProbe in `async with`"
         ends = await self._consumer.end_offsets(self._parts)
         done = await store.offsets()
-        return sum(max(0, end - done.get((tp.topic, tp.partition), 0)) for tp, end in ends.items())
+        behind = {
+            f"{tp.topic}[{tp.partition}]": end - done.get((tp.topic, tp.partition), 0)
+            for tp, end in ends.items()
+        }
+        return {k: n for k, n in behind.items() if n > 0}
 
 
 async def project(
@@ -115,18 +123,11 @@ async def _project(
 
     await anchor()
     parts = await audited_partitions(bootstrap)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-    )
+    consumer = consumer_from_stored(bootstrap, isolation_level="read_committed")
     await consumer.start()
     try:
         consumer.assign(parts)
-        stored = await store.offsets()
-        for tp in parts:
-            if (tp.topic, tp.partition) in stored:
-                consumer.seek(tp, stored[(tp.topic, tp.partition)])
-            else:
-                await consumer.seek_to_beginning(tp)
+        seek_stored(consumer, parts, await store.offsets())
         last_activity, signed_idle = time.monotonic(), True
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=500, max_records=batch_max)

@@ -35,7 +35,7 @@ from contracts import (
 )
 from contracts.alerts import ALERT_NAMESPACE
 from contracts.topics import ALERT_LIFECYCLE, SAFETY_ALERTS
-from services.kafka import partitions
+from services.kafka import consumer_from_stored, partitions, seek_stored
 from services.notifier.adapters.channels import Channel as Port
 from services.notifier.adapters.store import Incoming, NotifierStore, Owed
 from services.notifier.domain.desk import Kind
@@ -126,20 +126,11 @@ class Notifier:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         parts = await partitions(self.bootstrap, CONSUMED)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
+        consumer = consumer_from_stored(self.bootstrap, isolation_level="read_committed")
         await consumer.start()
         try:
             consumer.assign(parts)
-            stored = await self.store.offsets()
-            for tp in parts:
-                if (tp.topic, tp.partition) in stored:
-                    consumer.seek(tp, stored[(tp.topic, tp.partition)])
-                else:
-                    await consumer.seek_to_beginning(tp)
+            seek_stored(consumer, parts, await self.store.offsets())
             self.consuming = True
             while not stop.is_set():
                 fetched = await consumer.getmany(timeout_ms=500, max_records=500)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import traceback
 from typing import Any
 
 import pytest
@@ -41,18 +42,27 @@ async def test_events_in_rows_out_in_order_and_the_chain_verifies(
 
 
 async def caught_up(bootstrap: str, store: AuditStore, timeout_s: float = 120) -> None:
-    """Runs the projection until it has projected every audited partition to its end."""
+    """Runs the projection until it has projected every audited partition to its end; if it
+    does not, says which partitions lag and what the projection was doing."""
     stop = asyncio.Event()
     task = asyncio.create_task(project(bootstrap, store, KEY, stop, checkpoint_every=5))
-    try:
-        async with asyncio.timeout(timeout_s), LagProbe(bootstrap) as probe:
-            while await probe.lag(store):
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.2)
-    finally:
-        stop.set()
-        await task
+    async with LagProbe(bootstrap) as probe:
+        try:
+            async with asyncio.timeout(timeout_s):
+                while await probe.lag(store):
+                    if task.done():
+                        task.result()
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            behind = await probe.behind(store)
+            stack = "".join(traceback.format_stack(task.get_stack()[-1])) if not task.done() else ""
+            raise AssertionError(
+                f"not caught up in {timeout_s:g} s; behind: {behind}; projection "
+                f"{'done' if task.done() else 'running'} at:\n{stack}"
+            ) from None
+        finally:
+            stop.set()
+            await task
 
 
 async def test_the_same_events_replayed_twice_leave_the_tables_identical(
