@@ -124,7 +124,7 @@ class Ingest:
                     )
                 ]
             )
-        why = self.acceptance.trial(event)  # type: ignore[arg-type]
+        why = self.acceptance.trial(event.trial_id)
         if why is not None:
             raise InvalidEvent([why])
         size, limit = len(encode(event)), self.acceptance.max_event_bytes

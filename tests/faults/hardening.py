@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -437,7 +438,7 @@ async def audit_cases(bootstrap: str, workdir: Path) -> list[Case]:
 
     # a participant with a +07:00 (FHIR-style) time, and the exact poison straight on the topic
     pid = _pid("P")
-    at = datetime.now(UTC).astimezone(__import__("zoneinfo").ZoneInfo("Asia/Jakarta"))
+    at = datetime.now(UTC).astimezone(ZoneInfo("Asia/Jakarta"))
     enrolled = ParticipantEnrolled(
         event_id=uuid.uuid4(),
         trial_id=TRIAL,

@@ -59,13 +59,12 @@ class Acceptance:
     def window(self, now: datetime) -> tuple[datetime, datetime]:
         return datetime.combine(self.earliest, time(), UTC), now + self.ahead
 
-    def trial(self, event: ClinicalEvent) -> FieldError | None:
-        if event.trial_id in self.trial_ids:
+    def trial(self, trial_id: str) -> FieldError | None:
+        """Why a trial id is refused here (None: it is accepted)."""
+        if trial_id in self.trial_ids:
             return None
         known = ", ".join(sorted(self.trial_ids))
-        return FieldError(
-            "trial_id", f"{event.trial_id!r} is not a trial of this service ({known})"
-        )
+        return FieldError("trial_id", f"{trial_id!r} is not a trial of this service ({known})")
 
 
 ENROLLED_ELSEWHERE = FieldError(
