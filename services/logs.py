@@ -38,6 +38,8 @@ class JsonFormatter(logging.Formatter):
         """Where it failed and the exception's type, never its message: a database error's
         message carries the statement's values (a participant id, a birth date)."""
         kind, _, tb = ei
+        if kind is None:  # exc_info=True outside an except block
+            return "no exception"
         frames = traceback.extract_tb(tb)
         where = " <- ".join(
             f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames[::-1]

@@ -76,13 +76,13 @@ def guard(app: FastAPI, count: Callable[[str, int, float], None], log: logging.L
     @app.middleware("http")
     async def measure(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
+        # the route's template, never the path: a path may hold a participant id
         try:
             response = await call_next(request)
         except Exception:  # counted and answered in the project's shape, never leaked
-            response = shaped(500, "internal error", [{"field": "(service)", "reason": "logged"}])
-        # the route's template, never the path: a path may hold a participant id
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        if response.status_code == 500:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
             log.error("unhandled error on %s", route, exc_info=True)
+            response = shaped(500, "internal error", [{"field": "(service)", "reason": "logged"}])
+        route = getattr(request.scope.get("route"), "path", "unmatched")
         count(route, response.status_code, time.perf_counter() - started)
         return response

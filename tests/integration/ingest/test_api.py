@@ -11,6 +11,7 @@ import pytest
 
 from contracts import decode
 from deploy.kafka.launcher import KafkaLauncher
+from services.logs import JsonFormatter
 from tests.conftest import launcher_in
 from tests.integration.contracts.test_kafka_roundtrip import consume_from
 from tests.integration.ingest.conftest import Api, make_api
@@ -215,7 +216,7 @@ async def test_health_metrics_and_openapi(api: Api) -> None:
 
 
 async def test_every_error_has_one_shape_and_an_unhandled_one_is_counted(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     long_key = "k" * 300
     r = await api.client.post(
@@ -234,5 +235,12 @@ async def test_every_error_has_one_shape_and_an_unhandled_one_is_counted(
     r = await api.client.post("/v1/events", json=lab("DN-001"), headers=api.h(api.site_a))
     assert r.status_code == 500 and "DN-001" not in r.text
     assert r.json()["detail"] == "internal error"
+    # the log names the error and where it happened (it once logged exc_info outside the except
+    # block: no exception at all, and the formatter itself failed)
+    logged = [rec for rec in caplog.records if rec.getMessage().startswith("unhandled error")]
+    assert logged and logged[0].exc_info and logged[0].exc_info[0] is RuntimeError
+    assert JsonFormatter("ingest").formatException(logged[0].exc_info).startswith(
+        "builtins.RuntimeError at "
+    )
     metrics = (await api.client.get("/metrics")).text
     assert 'safety_monitor_ingest_requests_total{route="/v1/events",status="500"} 1.0' in metrics

@@ -45,3 +45,9 @@ async def test_a_failed_statements_values_reach_neither_its_error_nor_the_log(
     old.touch(mode=0o644)
     await open_engine(f"sqlite+aiosqlite:///{old}").dispose()
     assert stat.S_IMODE(old.stat().st_mode) == 0o600  # an older file is closed too
+
+
+def test_a_record_logged_with_exc_info_outside_an_except_block_still_formats() -> None:
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "no error here", (), None)
+    record.exc_info = (None, None, None)  # what exc_info=True gives outside an except block
+    assert json.loads(JsonFormatter("test").format(record))["exc"] == "no exception"
