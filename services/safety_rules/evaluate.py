@@ -55,12 +55,12 @@ def run_all(
     latest: datetime | None = None
     for event in events:
         latest = event.occurred_at if latest is None else max(latest, event.occurred_at)
-        out = evaluate(participants.get(event.participant_id, ParticipantState()), event, cfg)
+        out = evaluate(participants.get(event.participant_id) or ParticipantState(), event, cfg)
         participants[event.participant_id] = out.state
         alerts += out.alerts
         alerts += out.withdrawn
         for signal in out.signals:
-            t = evaluate_trial(trials.get(signal.trial_id, TrialState()), signal, cfg)
+            t = evaluate_trial(trials.get(signal.trial_id) or TrialState(), signal, cfg)
             trials[signal.trial_id] = t.state
             alerts += t.alerts
     now = as_of or latest

@@ -3,6 +3,7 @@ officer can read; this model validates that file and gives each rule its typed s
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -113,3 +114,12 @@ class RulesConfig(BaseModel):
     visit_overdue: VisitOverdue = VisitOverdue()
     trial_stopping_rule: TrialStoppingRule = TrialStoppingRule()
     lab_egfr_mismatch: LabEgfrMismatch = LabEgfrMismatch()
+
+    @cached_property
+    def enabled_rules(self) -> frozenset[str]:
+        """Ids of the rules switched on (asked for every rule at every event)."""
+        return frozenset(
+            name.replace("_", ".", 1)
+            for name in type(self).model_fields
+            if getattr(self, name).enabled
+        )

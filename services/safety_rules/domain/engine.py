@@ -104,8 +104,7 @@ class TrialOutcome:
 
 
 def enabled(cfg: RulesConfig, rule_id: str) -> bool:
-    thresholds = getattr(cfg, rule_id.replace(".", "_"))
-    return bool(thresholds.enabled)
+    return rule_id in cfg.enabled_rules
 
 
 def to_alert(
@@ -130,7 +129,7 @@ def to_alert(
         rule_version=draft.rule_version,
         severity=draft.severity,
         title=draft.title,
-        evidence=[uuid.UUID(e) for e in draft.evidence],
+        evidence=list(draft.evidence),  # validated (to UUIDs) by the contract, in its core
         due_by=draft.due_by,
         thresholds=draft.thresholds,
         facts=draft.facts,
@@ -279,7 +278,7 @@ def evaluate(state: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) ->
     if event_id in state.seen:
         return Outcome(state, duplicate=True)
     ignored = event_id in state.superseded  # corrected before it arrived: nothing to judge
-    dirty = fold(state, event)
+    dirty = fold(state, event, event_id)
     if ignored:
         return Outcome(state)
     drafts = [(d, d.at or event.occurred_at, event.recorded_at) for d in _drafts(state, dirty, cfg)]
@@ -323,5 +322,7 @@ def evaluate_trial(trial: TrialState, signal: TrialSignal, cfg: RulesConfig) -> 
             recorded_at=signal.recorded_at,
         )
         for d in STOPPING_RULE.check(new, signal, cfg)
+        # one already raised is not built again (a stopping alert cites every AE behind it)
+        if str(alert_id_for(d.rule_id, None, d.trigger)) not in new.raised
     ]
     return TrialOutcome(new, _keep_new(new.raised, alerts))

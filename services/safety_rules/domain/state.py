@@ -320,14 +320,16 @@ _fold.register(AeReported, _fold_ae)
 _fold.register(AeUpdated, _fold_ae)
 
 
-def fold(state: ParticipantState, event: ClinicalEvent) -> Dirty:
+def fold(state: ParticipantState, event: ClinicalEvent, event_id: str | None = None) -> Dirty:
     """Fold `event` into `state` (in place) and return what it made dirty. A correction first
-    removes what it corrects; an event already corrected away is ignored."""
+    removes what it corrects; an event already corrected away is ignored. (`event_id`: the
+    event's id as text, when the caller has it already.)"""
+    event_id = event_id or str(event.event_id)
     dirty = Dirty()
     state.participant_id = event.participant_id
     state.trial_id = event.trial_id
-    state.seen.add(str(event.event_id))
-    if str(event.event_id) in state.superseded:
+    state.seen.add(event_id)
+    if event_id in state.superseded:
         return dirty
     if event.supersedes is not None:
         state.superseded.add(str(event.supersedes))

@@ -239,8 +239,10 @@ async def test_every_error_has_one_shape_and_an_unhandled_one_is_counted(
     # block: no exception at all, and the formatter itself failed)
     logged = [rec for rec in caplog.records if rec.getMessage().startswith("unhandled error")]
     assert logged and logged[0].exc_info and logged[0].exc_info[0] is RuntimeError
-    assert JsonFormatter("ingest").formatException(logged[0].exc_info).startswith(
-        "builtins.RuntimeError at "
+    assert (
+        JsonFormatter("ingest")
+        .formatException(logged[0].exc_info)
+        .startswith("builtins.RuntimeError at ")
     )
     metrics = (await api.client.get("/metrics")).text
     assert 'safety_monitor_ingest_requests_total{route="/v1/events",status="500"} 1.0' in metrics
