@@ -108,9 +108,12 @@ Instant = Annotated[AwareDatetime, AfterValidator(_check_instant)]
 # name ("Jane Doe", "JaneDoe") can never pass for an identifier. Examples: DN-001, 01-701-1015,
 # a Synthea UUID.
 _PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
+_DIGIT = re.compile(r"[0-9]")
 
 
 def _check_participant_id(value: str) -> str:
+    if _PARTICIPANT_ID.fullmatch(value) and _DIGIT.search(value):
+        return value  # the common case, checked at C speed (the reasons follow otherwise)
     if any(ch.isspace() for ch in value):
         raise ValueError("must not contain spaces; use the pseudonymous code (e.g. DN-001)")
     if not _PARTICIPANT_ID.match(value):

@@ -92,7 +92,7 @@ class _Oversized(InvalidEvent):
 
 @dataclass
 class _Checked:
-    ok: list[tuple[int, ClinicalEvent]]
+    ok: list[tuple[int, ClinicalEvent, bytes]]  # (index, event, its encoding)
     errors: list[tuple[int, FieldError, int]]  # (index, error, HTTP status it calls for)
 
 
@@ -110,7 +110,10 @@ class Ingest:
         # A reservation older than this belongs to a writer that died before confirming.
         self.in_flight_s = in_flight_s
 
-    def _parse(self, body: Any, who: Principal, source: str, now: datetime) -> ClinicalEvent:
+    def _parse(
+        self, body: Any, who: Principal, source: str, now: datetime
+    ) -> tuple[ClinicalEvent, bytes]:
+        """The event and its encoding (what goes on the log, encoded once)."""
         if not isinstance(body, dict):
             raise InvalidEvent([FieldError("(event)", "an event must be a JSON object")])
         event = parse_event(
@@ -127,33 +130,33 @@ class Ingest:
         why = self.acceptance.trial(event.trial_id)
         if why is not None:
             raise InvalidEvent([why])
-        size, limit = len(encode(event)), self.acceptance.max_event_bytes
-        if size > limit:
-            raise _Oversized([FieldError("(event)", f"{size} bytes encoded; at most {limit}")])
-        return event  # type: ignore[return-value]
+        wire, limit = encode(event), self.acceptance.max_event_bytes
+        if len(wire) > limit:
+            raise _Oversized([FieldError("(event)", f"{len(wire)} bytes encoded; at most {limit}")])
+        return event, wire  # type: ignore[return-value]
 
     async def _check(self, bodies: Sequence[Any], who: Principal, source: str) -> _Checked:
         now = self.clock().astimezone(UTC)
         errors: list[tuple[int, FieldError, int]] = []
-        parsed: list[tuple[int, ClinicalEvent]] = []
+        parsed: list[tuple[int, ClinicalEvent, bytes]] = []
         for i, body in enumerate(bodies):
             try:
-                parsed.append((i, self._parse(body, who, source, now)))
+                parsed.append((i, *self._parse(body, who, source, now)))
             except InvalidEvent as e:
                 status = 413 if isinstance(e, _Oversized) else 422
                 errors += [(i, err, status) for err in e.errors]
-        site_of = await self.store.sites_of(e.participant_id for _, e in parsed)
-        corrected = [str(e.supersedes) for _, e in parsed if e.supersedes is not None]
+        site_of = await self.store.sites_of(e.participant_id for _, e, _ in parsed)
+        corrected = [str(e.supersedes) for _, e, _ in parsed if e.supersedes is not None]
         owner_of = await self.store.owners_of(corrected)
         # a record imported before ids were scoped by site keeps its first id (the same content
         # under it is a duplicate, never a second event)
         earlier = (
-            await self.store.accepted(str(e.event_id) for _, e in parsed)
+            await self.store.accepted(str(e.event_id) for _, e, _ in parsed)
             if (source in _IMPORTS)
             else {}
         )
-        ok: list[tuple[int, ClinicalEvent]] = []
-        for i, event in parsed:
+        ok: list[tuple[int, ClinicalEvent, bytes]] = []
+        for i, event, wire in parsed:
             refusal = authorize(event, who, site_of, owner_of)
             if refusal is not None:
                 errors.append((i, refusal.error, refusal.status))
@@ -162,8 +165,9 @@ class Ingest:
                 site_of.setdefault(event.participant_id, event.site_id)
             if source in _IMPORTS and earlier.get(str(event.event_id)) != content_hash(event):
                 event = scoped_to_site(event, site_of[event.participant_id])
+                wire = encode(event)
             owner_of.setdefault(str(event.event_id), event.participant_id)
-            ok.append((i, event))
+            ok.append((i, event, wire))
         return _Checked(ok, sorted(errors, key=lambda e: e[0]))
 
     async def accept(self, bodies: Sequence[Any], who: Principal, source: str) -> list[Result]:
@@ -172,9 +176,9 @@ class Ingest:
         if checked.errors:
             status = max(s for _, _, s in checked.errors)
             raise Refused(status, [(i, e) for i, e, _ in checked.errors])
-        index = {f"index {i}": i for i, _ in checked.ok}
+        index = {f"index {i}": i for i, _, _ in checked.ok}
         results, conflicts = await self._write(
-            [(f"index {i}", e) for i, e in checked.ok], whole=True
+            [(f"index {i}", e, w) for i, e, w in checked.ok], whole=True
         )
         if conflicts:
             raise Refused(409, sorted((index[where], why) for where, why in conflicts))
@@ -186,13 +190,13 @@ class Ingest:
         """Record by record: bad ones become rejections; the good ones are accepted."""
         checked = await self._check([body for _, body in items], who, source)
         rejections = [Rejection(items[i][0], e.field, e.reason) for i, e, _ in checked.errors]
-        good = [(items[i][0], e) for i, e in checked.ok]
+        good = [(items[i][0], e, w) for i, e, w in checked.ok]
         results, conflicts = await self._write(good, whole=False)
         rejections += [Rejection(where, why.field, why.reason) for where, why in conflicts]
         return results, rejections
 
     async def _write(
-        self, events: list[tuple[str, ClinicalEvent]], *, whole: bool
+        self, events: list[tuple[str, ClinicalEvent, bytes]], *, whole: bool
     ) -> tuple[list[Result], list[tuple[str, FieldError]]]:
         """Reserves each new event_id in the database, then appends to Kafka, then records.
 
@@ -202,10 +206,11 @@ class Ingest:
         results: dict[str, Result] = {}
         conflicts: list[tuple[str, FieldError]] = []
         first: dict[str, tuple[str, ClinicalEvent, str]] = {}  # event_id -> (where, event, hash)
-        for where, event in events:
+        wire_of: dict[str, bytes] = {}
+        for where, event, wire in events:
             eid, digest = str(event.event_id), content_hash(event)
             if eid not in first:
-                first[eid] = (where, event, digest)
+                first[eid], wire_of[eid] = (where, event, digest), wire
             elif first[eid][2] == digest:
                 results[where] = Result(where, event, Outcome.DUPLICATE)
             else:
@@ -218,16 +223,25 @@ class Ingest:
             return [], conflicts
         produced: list[Result] = []
         try:
-            for eid in mine:
-                where, event, _ = first[eid]
-                position = await self.log.append(event)
-                produced.append(Result(where, event, Outcome.ACCEPTED, position))
+            writing = [first[eid] for eid in mine]
+            positions, failure = await self.log.append_many(
+                [(e, wire_of[eid]) for eid, (_, e, _) in zip(mine, writing, strict=True)]
+            )
+            produced = [
+                Result(where, event, Outcome.ACCEPTED, position)
+                for (where, event, _), position in zip(writing, positions, strict=True)
+                if position is not None
+            ]
         finally:
-            await self._record(produced, owner)
+            await self._record(
+                produced, owner, {eid: digest for eid, (_, _, digest) in first.items()}
+            )
             done = {str(r.event.event_id) for r in produced}
             await self.store.release([eid for eid in mine if eid not in done], owner)
+        if failure is not None:
+            raise failure
         results.update((r.where, r) for r in produced)
-        return [results[where] for where, _ in events if where in results], conflicts
+        return [results[where] for where, _, _ in events if where in results], conflicts
 
     async def _reserve(
         self,
@@ -285,11 +299,11 @@ class Ingest:
             if sites.get(e.participant_id) != e.site_id:
                 conflicts.append((first.pop(eid)[0], ENROLLED_ELSEWHERE))
 
-    async def _record(self, results: list[Result], owner: str) -> None:
+    async def _record(self, results: list[Result], owner: str, digests: dict[str, str]) -> None:
         rows = [
             Accepted(
                 str(r.event.event_id),
-                content_hash(r.event),
+                digests[str(r.event.event_id)],
                 r.event.event_type,
                 r.event.participant_id,
                 r.position.topic,

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from contracts import ClinicalEvent, encode, key_for, topic_for
+from contracts import ClinicalEvent, key_for, topic_for
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,9 @@ class EventTooLarge(ValueError):
 
 
 class EventLog(Protocol):
-    async def append(self, event: ClinicalEvent) -> Position: ...
+    async def append_many(
+        self, events: list[tuple[ClinicalEvent, bytes]]
+    ) -> tuple[list[Position | None], Exception | None]: ...
 
     async def ready(self) -> bool: ...
 
@@ -71,19 +73,45 @@ class KafkaEventLog:
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await asyncio.wait_for(producer.stop(), self.timeout_s)
 
-    async def append(self, event: ClinicalEvent) -> Position:
+    async def append_many(
+        self, events: list[tuple[ClinicalEvent, bytes]]
+    ) -> tuple[list[Position | None], Exception | None]:
+        """Sends every (event, its encoding) at once and awaits all acknowledgements together
+        (the idempotent producer keeps each partition's order). Returns each event's position,
+        None for those not acknowledged, and the first failure (LogUnavailable or
+        EventTooLarge) if any."""
+        if not events:
+            return [], None
         producer = await self._started()
-        topic = topic_for(event).name
+        positions: list[Position | None] = [None] * len(events)
+        failure: Exception | None = None
+        sent: list[asyncio.Future[Any]] = []
         try:
-            md = await asyncio.wait_for(
-                producer.send_and_wait(topic, encode(event), key=key_for(event)), self.timeout_s
-            )
+            for e, wire in events:
+                sent.append(await producer.send(topic_for(e).name, wire, key=key_for(e)))
         except MessageSizeTooLargeError as e:  # the producer is fine: no reset
-            raise EventTooLarge(f"the broker refuses an event of this size: {e!r}") from e
-        except (KafkaError, OSError, TimeoutError) as e:
+            failure = EventTooLarge(f"the broker refuses an event of this size: {e!r}")
+        except (KafkaError, OSError) as e:
+            failure = LogUnavailable(f"Kafka did not take the write: {e!r}")
+        done = await asyncio.wait(sent, timeout=self.timeout_s) if sent else (set(), set())
+        for i, future in enumerate(sent):  # what was sent is awaited, whatever failed after it
+            if future not in done[0]:
+                failure = failure or LogUnavailable("Kafka did not acknowledge in time")
+                future.cancel()
+            elif isinstance(future.exception(), MessageSizeTooLargeError):
+                failure = failure or EventTooLarge(
+                    f"the broker refuses an event of this size: {future.exception()!r}"
+                )
+            elif future.exception() is not None:
+                failure = failure or LogUnavailable(
+                    f"Kafka did not acknowledge the write: {future.exception()!r}"
+                )
+            else:
+                md = future.result()
+                positions[i] = Position(md.topic, md.partition, md.offset)
+        if isinstance(failure, LogUnavailable):
             await self._reset()
-            raise LogUnavailable(f"Kafka did not acknowledge the write: {e!r}") from e
-        return Position(md.topic, md.partition, md.offset)
+        return positions, failure
 
     async def ready(self) -> bool:
         try:

@@ -20,10 +20,10 @@ from sqlalchemy import (
     Text,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.ingest.domain.policy import Principal, Role
-from services.sql import exclusive, insert_for, open_engine
+from services.sql import GroupCommit, exclusive, insert_for, open_engine, sqlite_path, sqlite_wal
 
 metadata = MetaData()
 
@@ -113,6 +113,11 @@ def _hash_key(secret: str) -> str:
 class IngestStore:
     def __init__(self, url: str) -> None:
         self.engine: AsyncEngine = open_engine(url)
+        if sqlite_path(url) is not None:
+            sqlite_wal(self.engine)
+        # concurrent requests' writes share one transaction and one commit (SQLite has one
+        # writer); each request's outcome stays its own
+        self.writes = GroupCommit(self.engine)
 
     async def create(self) -> None:
         """Creates the tables once, however many processes start together on a new database."""
@@ -190,70 +195,20 @@ class IngestStore:
         """event_id -> participant_id, for the events already accepted."""
         return await self._lookup(accepted.c.event_id, accepted.c.participant_id, event_ids)
 
+    # Each write below takes one item and joins the transaction of the concurrent requests'
+    # writes (GroupCommit); its `_many` twin writes all the items of a transaction at once.
+
     async def reserve(
         self, claims: dict[str, str], owner: str, stale_before: datetime
     ) -> dict[str, Holder]:
-        """Reserves each event_id (-> content hash) for `owner`, in one transaction. Returns
-        who holds the ids it could not reserve; a reservation older than `stale_before` for
-        the same content (its writer died) is taken over."""
-        ids = list(claims)
-        now = datetime.now(UTC)
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
-                select(accepted.c.event_id, accepted.c.content_sha256).where(
-                    accepted.c.event_id.in_(ids)
-                )
-            )
-            out = {r.event_id: Holder(r.content_sha256, True) for r in done}
-            free = [eid for eid in ids if eid not in out]
-            if not free:
-                return out
-            insert = insert_for(conn)(reserved).on_conflict_do_nothing(index_elements=["event_id"])
-            await conn.execute(
-                insert,
-                [
-                    {"event_id": e, "content_sha256": claims[e], "owner": owner, "reserved_at": now}
-                    for e in free
-                ],
-            )
-            for eid in free:
-                await conn.execute(
-                    reserved.update()
-                    .where(
-                        reserved.c.event_id == eid,
-                        reserved.c.content_sha256 == claims[eid],
-                        reserved.c.reserved_at < stale_before,
-                    )
-                    .values(owner=owner, reserved_at=now)
-                )
-            # accepted meanwhile (its writer recorded it between our two statements): not ours
-            late = await conn.execute(
-                select(accepted.c.event_id, accepted.c.content_sha256).where(
-                    accepted.c.event_id.in_(free)
-                )
-            )
-            for r in late:
-                out[r.event_id] = Holder(r.content_sha256, True)
-            await conn.execute(
-                reserved.delete().where(
-                    reserved.c.event_id.in_(list(out)), reserved.c.owner == owner
-                )
-            )
-            held = await conn.execute(select(reserved).where(reserved.c.event_id.in_(free)))
-            for r in held:
-                if r.owner != owner and r.event_id not in out:
-                    out[r.event_id] = Holder(r.content_sha256, False)
-        return out
+        """Reserves each event_id (-> content hash) for `owner`. Returns who holds the ids it
+        could not reserve; a reservation older than `stale_before` for the same content (its
+        writer died) is taken over."""
+        return await self.writes.run(_reserve_many, _Claim(claims, owner, stale_before))
 
     async def release(self, event_ids: list[str], owner: str) -> None:
-        if not event_ids:
-            return
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                reserved.delete().where(
-                    reserved.c.event_id.in_(event_ids), reserved.c.owner == owner
-                )
-            )
+        if event_ids:
+            await self.writes.run(_release_many, (event_ids, owner))
 
     async def claim_sites(self, enrolling: list[tuple[str, str]]) -> dict[str, str]:
         """Claims each (participant, site) before its enrolment is written: the first claim
@@ -261,51 +216,15 @@ class IngestStore:
         site that holds it. (The registry itself is written once an enrolment is accepted.)"""
         if not enrolling:
             return {}
-        async with self.engine.begin() as conn:
-            insert = insert_for(conn)(site_claims).on_conflict_do_nothing(
-                index_elements=["participant_id"]
-            )
-            await conn.execute(insert, [{"participant_id": p, "site_id": s} for p, s in enrolling])
-            rows = await conn.execute(
-                select(site_claims).where(
-                    site_claims.c.participant_id.in_([p for p, _ in enrolling])
-                )
-            )
-            return {r.participant_id: r.site_id for r in rows}
+        return await self.writes.run(_claim_sites_many, enrolling)
 
     async def record(
         self, rows: list[Accepted], enrolled: list[tuple[str, str, str]], owner: str
     ) -> None:
-        """Records accepted events and new enrolments (participant, trial, site) in one
-        transaction, and drops their reservations; rows already there are left as they are."""
-        if not rows:
-            return
-        now = datetime.now(UTC)
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                reserved.delete().where(
-                    reserved.c.event_id.in_([r.event_id for r in rows]), reserved.c.owner == owner
-                )
-            )
-            known = await conn.execute(
-                select(accepted.c.event_id).where(
-                    accepted.c.event_id.in_([r.event_id for r in rows])
-                )
-            )
-            have = {r.event_id for r in known}
-            new = [r for r in rows if r.event_id not in have]
-            if new:
-                await conn.execute(
-                    accepted.insert(), [{**r.__dict__, "accepted_at": now} for r in new]
-                )
-            if enrolled:
-                insert = insert_for(conn)(participants).on_conflict_do_nothing(
-                    index_elements=["participant_id"]
-                )
-                await conn.execute(
-                    insert,
-                    [{"participant_id": p, "trial_id": t, "site_id": s} for p, t, s in enrolled],
-                )
+        """Records accepted events and new enrolments (participant, trial, site), and drops
+        their reservations; rows already there are left as they are."""
+        if rows:
+            await self.writes.run(_record_many, (rows, enrolled, owner))
 
     async def remembered(self, key: str) -> tuple[str, str] | None:
         async with self.engine.connect() as conn:
@@ -332,3 +251,127 @@ class IngestStore:
             events = len((await conn.execute(select(accepted.c.event_id))).all())
             people = len((await conn.execute(select(participants.c.participant_id))).all())
         return {"accepted_events": events, "participants": people}
+
+
+@dataclass(frozen=True)
+class _Claim:
+    claims: dict[str, str]  # event_id -> content hash
+    owner: str
+    stale_before: datetime
+
+
+async def _reserve_many(conn: AsyncConnection, items: list[_Claim]) -> list[dict[str, Holder]]:
+    ids = list({eid for item in items for eid in item.claims})
+    now = datetime.now(UTC)
+    done = await conn.execute(
+        select(accepted.c.event_id, accepted.c.content_sha256).where(accepted.c.event_id.in_(ids))
+    )
+    taken = {r.event_id: r.content_sha256 for r in done}
+    free = [eid for eid in ids if eid not in taken]
+    if free:
+        rows = [
+            {"event_id": eid, "content_sha256": digest, "owner": item.owner, "reserved_at": now}
+            for item in items
+            for eid, digest in item.claims.items()
+            if eid not in taken
+        ]
+        insert = insert_for(conn)(reserved).on_conflict_do_nothing(index_elements=["event_id"])
+        await conn.execute(insert, rows)
+        # accepted meanwhile (its writer recorded it between our statements): not ours
+        late = await conn.execute(
+            select(accepted.c.event_id, accepted.c.content_sha256).where(
+                accepted.c.event_id.in_(free)
+            )
+        )
+        taken.update((r.event_id, r.content_sha256) for r in late)
+        owners = [item.owner for item in items]
+        await conn.execute(
+            reserved.delete().where(
+                reserved.c.event_id.in_([e for e in free if e in taken]),
+                reserved.c.owner.in_(owners),
+            )
+        )
+    held = {  # event_id -> (owner, content hash, reserved at)
+        r.event_id: (r.owner, r.content_sha256, _utc(r.reserved_at))
+        for r in await conn.execute(select(reserved).where(reserved.c.event_id.in_(free)))
+    }
+    out: list[dict[str, Holder]] = []
+    for item in items:
+        mine: dict[str, Holder] = {}
+        for eid, digest in item.claims.items():
+            if eid in taken:
+                mine[eid] = Holder(taken[eid], True)
+                continue
+            owner, content, since = held[eid]
+            if owner == item.owner:
+                continue
+            if content == digest and since < item.stale_before:
+                # a writer that died left it: taken over, for the same content only
+                await conn.execute(
+                    reserved.update()
+                    .where(reserved.c.event_id == eid, reserved.c.owner == owner)
+                    .values(owner=item.owner, reserved_at=now)
+                )
+                held[eid] = (item.owner, content, now)
+                continue
+            mine[eid] = Holder(content, False)
+        out.append(mine)
+    return out
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite keeps no zone
+
+
+async def _release_many(conn: AsyncConnection, items: list[tuple[list[str], str]]) -> list[None]:
+    for event_ids, owner in items:
+        await conn.execute(
+            reserved.delete().where(reserved.c.event_id.in_(event_ids), reserved.c.owner == owner)
+        )
+    return [None] * len(items)
+
+
+async def _claim_sites_many(
+    conn: AsyncConnection, items: list[list[tuple[str, str]]]
+) -> list[dict[str, str]]:
+    first = {p: s for item in reversed(items) for p, s in reversed(item)}  # the first claim wins
+    insert = insert_for(conn)(site_claims).on_conflict_do_nothing(index_elements=["participant_id"])
+    await conn.execute(insert, [{"participant_id": p, "site_id": s} for p, s in first.items()])
+    rows = await conn.execute(select(site_claims).where(site_claims.c.participant_id.in_(first)))
+    sites = {r.participant_id: r.site_id for r in rows}
+    return [{p: sites[p] for p, _ in item} for item in items]
+
+
+async def _record_many(
+    conn: AsyncConnection, items: list[tuple[list[Accepted], list[tuple[str, str, str]], str]]
+) -> list[None]:
+    now = datetime.now(UTC)
+    ids = [r.event_id for rows, _, _ in items for r in rows]
+    await conn.execute(
+        reserved.delete().where(
+            reserved.c.event_id.in_(ids), reserved.c.owner.in_([o for _, _, o in items])
+        )
+    )
+    have = {
+        r.event_id
+        for r in await conn.execute(select(accepted.c.event_id).where(accepted.c.event_id.in_(ids)))
+    }
+    new: dict[str, Accepted] = {}
+    for rows, _, _ in items:
+        for r in rows:
+            if r.event_id not in have:
+                new.setdefault(r.event_id, r)
+    if new:
+        await conn.execute(
+            accepted.insert(), [{**r.__dict__, "accepted_at": now} for r in new.values()]
+        )
+    enrolled = {p: (t, s) for _, people, _ in reversed(items) for p, t, s in reversed(people)}
+    if enrolled:
+        insert = insert_for(conn)(participants).on_conflict_do_nothing(
+            index_elements=["participant_id"]
+        )
+        await conn.execute(
+            insert,
+            [{"participant_id": p, "trial_id": t, "site_id": s} for p, (t, s) in enrolled.items()],
+        )
+    return [None] * len(items)
