@@ -453,7 +453,38 @@ def parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="local demo of the whole stack on embedded defaults")
     demo.set_defaults(func=_demo)
+
+    from services.bench import PHASES
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure the stack's speed on its own local broker (prints a table, writes JSON)",
+        description="Starts its own broker and the real services, measures, prints a table and "
+        "writes JSON. Example: safety-monitor bench --events 20000 --participants 2500",
+    )
+    bench.add_argument("--events", type=int, default=20_000, help="the backlog's size")
+    bench.add_argument("--participants", type=int, default=2_500, help="the backlog's people")
+    bench.add_argument("--json", type=Path, help="default: benchmarks/results/bench-<time>.json")
+    bench.add_argument(
+        "--only", default=",".join(PHASES), help=f"comma-separated phases of {','.join(PHASES)}"
+    )
+    bench.add_argument("--rate", type=float, default=1000.0, help="offered events/s (latency)")
+    bench.add_argument("--workdir", type=Path, help="keep the services' logs and data here")
+    bench.set_defaults(func=_bench)
     return p
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from services import bench
+    from services.bench import PHASES
+
+    only = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = sorted(set(only) - set(PHASES))
+    if unknown or args.events < 1 or args.participants < 1:
+        why = f"unknown phase {unknown}" if unknown else "--events and --participants must be > 0"
+        print(f"safety-monitor bench: {why}", file=sys.stderr)
+        return 2
+    return bench.run(args.events, args.participants, args.json, only, args.rate, args.workdir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

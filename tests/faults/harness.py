@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from contracts import AlertRaised, decode, encode, key_for
 from contracts.topics import Topic
 from deploy.kafka.launcher import create_topics
+from services.bench import Progress, produce_backlog
 from tests.faults.workload import TIME_BASED, truth, workload
 from tests.integration.kafka_io import read_topic
 from tests.integration.safety_rules.worker_process import Worker
@@ -62,93 +62,6 @@ class RunResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
-
-
-class Progress:
-    """Samples the group's committed offsets per partition against the partitions' ends, four
-    times a second."""
-
-    def __init__(self, bootstrap: str, group: str, topics: list[str]) -> None:
-        self.bootstrap, self.group, self.topics = bootstrap, group, topics
-        # (monotonic, committed per partition, end per partition)
-        self.samples: list[tuple[float, dict[TopicPartition, int], dict[TopicPartition, int]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Progress:
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
-        await self.admin.start()
-        await self.consumer.start()
-        described = await self.admin.describe_topics(self.topics)
-        self.tps = [
-            TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]
-        ]
-        self._task = asyncio.create_task(self._poll())
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self.consumer.stop()
-        await self.admin.close()
-
-    async def sample(self) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-        ends = await self.consumer.end_offsets(self.tps)
-        offsets = await self.admin.list_consumer_group_offsets(self.group)
-        committed = {
-            tp: min(offsets[tp].offset, ends[tp])
-            if tp in offsets and offsets[tp].offset >= 0 else 0
-            for tp in self.tps
-        }  # fmt: skip
-        return committed, ends
-
-    async def _poll(self) -> None:
-        while True:
-            try:
-                committed, ends = await self.sample()
-                self.samples.append((time.monotonic(), committed, ends))
-            except Exception:
-                pass
-            await asyncio.sleep(0.25)
-
-    def latest(self) -> tuple[int, int]:
-        if not self.samples:
-            return 0, 1
-        _, committed, ends = self.samples[-1]
-        return sum(committed.values()), sum(ends.values())
-
-    async def until(self, fraction: float, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            done, end = self.latest()
-            if self.samples and end and done >= fraction * end:
-                return True
-            await asyncio.sleep(0.1)
-        return False
-
-    def recovery_after(self, at: float, committed: dict[TopicPartition, int]) -> float | None:
-        """Seconds from a kill until every partition with work left at that moment had moved."""
-        _, _, ends = self.samples[-1]
-        waiting = {tp for tp, n in committed.items() if n < ends.get(tp, 0)}
-        for t, now, _ in self.samples:
-            if t > at:
-                waiting = {tp for tp in waiting if now.get(tp, 0) <= committed[tp]}
-                if not waiting:
-                    return round(t - at, 2)
-        return None
-
-
-async def produce_backlog(bootstrap: str, topic: str, events: list[Any]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20
-    )
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, encode(e), key=key_for(e)) for e in events]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 STREAM_S = 10.0
