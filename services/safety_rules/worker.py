@@ -502,7 +502,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         current = self.trials.get(signal.trial_id) or TrialState()
         out = evaluate_trial(current, signal, self.cfg)
-        if out.state is not current:
+        if out.changed:  # (a failed batch reloads the trial's state from the database)
             self.trials[signal.trial_id] = out.state
             trials_dirty.add(signal.trial_id)
         self._publish(out.alerts, [], sends, counted)

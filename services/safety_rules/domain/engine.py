@@ -101,6 +101,7 @@ class Outcome:
 class TrialOutcome:
     state: TrialState
     alerts: list[AlertRaised] = field(default_factory=list)
+    changed: bool = False  # the signal was folded in (the state, changed in place, is to keep)
 
 
 def enabled(cfg: RulesConfig, rule_id: str) -> bool:
@@ -312,7 +313,7 @@ def evaluate_trial(trial: TrialState, signal: TrialSignal, cfg: RulesConfig) -> 
         return TrialOutcome(trial)
     new = apply_signal(trial, signal, cfg)
     if not enabled(cfg, STOPPING_RULE.rule_id):
-        return TrialOutcome(new)
+        return TrialOutcome(new, changed=True)
     alerts = [
         to_alert(
             d,
@@ -325,4 +326,4 @@ def evaluate_trial(trial: TrialState, signal: TrialSignal, cfg: RulesConfig) -> 
         # one already raised is not built again (a stopping alert cites every AE behind it)
         if str(alert_id_for(d.rule_id, None, d.trigger)) not in new.raised
     ]
-    return TrialOutcome(new, _keep_new(new.raised, alerts))
+    return TrialOutcome(new, _keep_new(new.raised, alerts), changed=True)

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from contracts import Severity
+from contracts import Severity, alert_id_for
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.rules.base import Draft
 
@@ -74,7 +74,10 @@ class TrialStoppingRule:
                 )
             )
         count = len(trial.severe_related_saes)
-        if count >= t.related_severe_sae_participants:
+        trigger = f"related_severe_saes>={t.related_severe_sae_participants}"
+        if count >= t.related_severe_sae_participants and not self.raised(trial, trigger):
+            # (once raised it is the same alert: its evidence, every SAE so far, is not
+            # gathered again at each later AE)
             evidence = tuple(e for ids in trial.severe_related_saes.values() for e in ids)
             drafts.append(
                 Draft(
@@ -83,7 +86,7 @@ class TrialStoppingRule:
                     Severity.CRITICAL,
                     f"Stopping rule: {count} participants with related grade >= {t.min_grade} "
                     "SAEs; DSMB review required",
-                    trigger=f"related_severe_saes>={t.related_severe_sae_participants}",
+                    trigger=trigger,
                     evidence=evidence,
                     thresholds=t.used(),
                     facts={"participants": count},
@@ -91,15 +94,18 @@ class TrialStoppingRule:
             )
         return drafts
 
+    def raised(self, trial: TrialState, trigger: str) -> bool:
+        return str(alert_id_for(self.rule_id, None, trigger)) in trial.raised
+
 
 def apply_signal(trial: TrialState, signal: TrialSignal, cfg: RulesConfig) -> TrialState:
-    new = trial.model_copy()
-    new.seen = set(trial.seen)
-    new.raised = set(trial.raised)
-    new.severe_related_saes = dict(trial.severe_related_saes)
-    new.seen.add(signal.event_id)
+    """Folds `signal` into `trial` in place (as the participant fold does: a copy per AE made
+    a trial's run quadratic in its AEs) and returns it."""
+    trial.seen.add(signal.event_id)
     counts = signal.related and signal.serious and signal.grade >= cfg.trial_stopping_rule.min_grade
-    ids = new.severe_related_saes.get(signal.participant_id, [])
+    ids = trial.severe_related_saes.setdefault(signal.participant_id, [])
     if counts and signal.event_id not in ids:
-        new.severe_related_saes[signal.participant_id] = [*ids, signal.event_id]
-    return new
+        ids.append(signal.event_id)
+    if not ids:
+        del trial.severe_related_saes[signal.participant_id]
+    return trial
