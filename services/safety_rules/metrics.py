@@ -67,6 +67,11 @@ class RulesMetrics:
             ["topic"],
             registry=r,
         )
+        self.in_memory = Gauge(
+            "safety_monitor_rules_participants_in_memory",
+            "Participants whose state the worker holds in memory (at most RULES_STATE_CACHE)",
+            registry=r,
+        )
         self.stalled = Gauge(
             "safety_monitor_rules_stalled_partitions",
             "Owned partitions with lag and no progress for RULES_STALL_S",

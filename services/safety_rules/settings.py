@@ -33,6 +33,10 @@ class RulesSettings(BaseSettings):
     # takes its partitions back without waiting for the session timeout or a rebalance.
     rules_instance_id: str | None = None
     rules_batch_max: int = Field(500, ge=1, le=100_000)
+    # Participants whose state a worker keeps in memory; the others are read from the database
+    # when an event of theirs arrives (or a tick needs them): memory is bounded by this, not by
+    # the size of the trial.
+    rules_state_cache: int = Field(20_000, ge=100)
     # a partition with lag and no progress for this long is stalled (see worker._watch)
     rules_stall_s: float = Field(60.0, ge=2)
     # the topics, overridable for a second trial on one cluster (and for the fault suite)

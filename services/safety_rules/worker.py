@@ -55,6 +55,15 @@ from services.safety_rules.settings import RulesSettings
 
 log = logging.getLogger("safety_rules.worker")
 CONSUMER = "safety_rules"
+TICK_CHUNK = 1000  # participants read from the database at once by a tick
+
+
+def _decoded(r: Any) -> Any:
+    """The event a record holds, or the InvalidEvent saying why it holds none."""
+    try:
+        return accept(r.value, TRIAL_EVENTS)
+    except InvalidEvent as e:
+        return e
 
 
 def internal_topics(settings: RulesSettings) -> tuple[Topic, ...]:
@@ -270,12 +279,11 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             return delay
 
     async def _load(self, tps: set[TP]) -> None:
-        """State of these partitions as the database holds it (it may have moved on while
-        another worker owned them)."""
-        parts = sorted(p for t, p in tps if t == self.events_topic)
-        stored = await self.store.load_participants(parts)
-        for p in parts:
-            self.cache[p] = {pid: ParticipantState.from_json(raw) for pid, raw in stored[p].items()}
+        """Forgets what is in memory of these partitions: each participant's state is read
+        from the database when an event of theirs comes (it may have moved on while another
+        worker owned them, or while a failed batch changed the copy in memory)."""
+        for p in sorted(p for t, p in tps if t == self.events_topic):
+            self.cache[p] = {}
         if (self.signals_topic, 0) in tps:
             self.trials = {
                 k: TrialState.model_validate_json(v)
@@ -349,10 +357,13 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     self._consumer().seek(tp, owned.next_offset)
                     continue
             mine, seen = sends.setdefault(key, []), counted.setdefault(key, [])
-            for r in records:
-                if tp.topic == self.events_topic:
-                    self._on_event(tp, r, mine, dirty, seen)
-                else:
+            if tp.topic == self.events_topic:
+                decoded = [(r, _decoded(r)) for r in records]
+                await self._recall(tp.partition, decoded)
+                for r, event in decoded:
+                    self._on_event(tp, r, event, mine, dirty, seen)
+            else:
+                for r in records:
                     self._on_signal(tp, r, mine, trials_dirty, seen)
             offsets[key] = (owned.epoch, records[-1].offset + 1)
         if not offsets:
@@ -376,9 +387,36 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             )  # fmt: skip
             self.failing.pop(key, None)
             self._count(counted[key])
+        self._evict()
         if failed:
             await self._back_off(failed)
         await self._commit_group_offsets(offsets)
+
+    async def _recall(self, partition: int, decoded: list[tuple[Any, Any]]) -> None:
+        """Reads from the database the state of this batch's participants not in memory."""
+        states = self.cache[partition]
+        missing = {
+            e.participant_id or ""
+            for _, e in decoded
+            if not isinstance(e, InvalidEvent) and (e.participant_id or "") not in states
+        }
+        if missing:
+            stored = await self.store.load_states(missing)
+            for pid in missing:
+                raw = stored.get(pid)
+                states[pid] = ParticipantState() if raw is None else ParticipantState.from_json(raw)
+
+    def _evict(self) -> None:
+        """Keeps at most RULES_STATE_CACHE participants in memory, dropping the least recently
+        used first; called only when nothing in memory is uncommitted."""
+        held = sum(len(states) for states in self.cache.values())
+        excess = held - self.settings.rules_state_cache
+        while excess > 0:
+            for states in self.cache.values():
+                if states and excess > 0:
+                    del states[next(iter(states))]
+                    excess -= 1
+        self.metrics.in_memory.set(min(held, self.settings.rules_state_cache))
 
     async def _back_off(self, failed: dict[TP, BaseException]) -> None:
         """The failed partitions: back to the database's state and offset, paused for an
@@ -446,14 +484,13 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self,
         tp: TopicPartition,
         r: Any,
+        event: Any,
         sends: list[Any],
         dirty: dict[str, int],
         counted: list[tuple[str, Any]],
     ) -> None:
-        try:
-            event = accept(r.value, TRIAL_EVENTS)
-        except InvalidEvent as e:
-            self._dead_letter(tp, r, str(e), sends)
+        if isinstance(event, InvalidEvent):
+            self._dead_letter(tp, r, str(event), sends)
             counted.append(("dead_letter", None))
             return
         where = (tp.topic, tp.partition, r.offset)
@@ -463,10 +500,10 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         states = self.cache[tp.partition]
         pid = event.participant_id or ""  # every clinical event names its participant
-        state = states.get(pid) or ParticipantState()
+        state = states.pop(pid)  # read by _recall; put back last: the most recently used
         started = time.perf_counter()
         try:
-            out = evaluate(state, event, self.cfg)  # type: ignore[arg-type]
+            out = evaluate(state, event, self.cfg)
         except Exception as e:
             # the state may be half-folded: the batch is reset, and on its retry this one
             # event is dead-lettered instead (a bug must not stop the participants behind it)
@@ -474,10 +511,10 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             log.exception("engine failed at %s[%s]@%s", tp.topic, tp.partition, r.offset)
             raise BatchFailed(f"engine error {type(e).__name__}") from e
         counted.append(("evaluate", time.perf_counter() - started))
+        states[pid] = out.state
         if out.duplicate:
             counted.append(("duplicate", None))
             return
-        states[pid] = out.state
         dirty[pid] = tp.partition
         counted.append(("event", event.event_type))
         self._publish(out.alerts, out.withdrawn, sends, counted)
@@ -549,24 +586,40 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 )  # fmt: skip
 
     async def _tick(self) -> None:
-        """Time-based rules over the owned participants, at the worker's clock."""
+        """Time-based rules over every participant of the owned partitions, at the worker's
+        clock: those in memory, then the others read from the database a chunk at a time
+        (each chunk committed before the next is read, so memory stays bounded)."""
         now = self.clock()
+        for (t, p), owned in list(self.owned.items()):
+            if t != self.events_topic or owned.next_offset is None or p not in self.cache:
+                continue
+            offsets = {(t, p): (owned.epoch, owned.next_offset)}
+            await self._tick_some(p, list(self.cache[p]), now, offsets)
+            stored = await self.store.participant_ids(p)
+            rest = [pid for pid in stored if pid not in self.cache[p]]
+            for i in range(0, len(rest), TICK_CHUNK):
+                chunk = rest[i : i + TICK_CHUNK]
+                loaded = await self.store.load_states(chunk)
+                for pid, raw in loaded.items():
+                    self.cache[p].setdefault(pid, ParticipantState.from_json(raw))
+                await self._tick_some(p, list(loaded), now, offsets)
+                self._evict()
+
+    async def _tick_some(
+        self, p: int, pids: list[str], now: datetime, offsets: dict[TP, tuple[int, int]]
+    ) -> None:
         sends: list[Any] = []
         dirty: dict[str, int] = {}
         counted: list[tuple[str, Any]] = []
-        offsets: dict[TP, tuple[int, int]] = {}
-        for (t, p), owned in self.owned.items():
-            if t != self.events_topic or owned.next_offset is None or p not in self.cache:
-                continue
-            for pid, state in self.cache[p].items():
-                first = state.last_tick is None
-                out = tick(state, now, self.cfg)
-                self.metrics.ticks.inc()
-                if out.alerts or first:
-                    dirty[pid] = p
-                    offsets[(t, p)] = (owned.epoch, owned.next_offset)
-                self._publish(out.alerts, [], sends, counted)
-        if offsets:
+        for pid in pids:
+            state = self.cache[p][pid]
+            first = state.last_tick is None
+            out = tick(state, now, self.cfg)
+            self.metrics.ticks.inc()
+            if out.alerts or first:
+                dirty[pid] = p
+            self._publish(out.alerts, [], sends, counted)
+        if dirty:
             await asyncio.gather(*sends)
             await self._commit(offsets, dirty, set())
             self._count(counted)

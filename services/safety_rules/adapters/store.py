@@ -161,23 +161,30 @@ class RulesStore:
             )
             return {(r.topic, r.partition): Claim(r.epoch, r.next_offset) for r in rows}
 
-    async def load_participants(
-        self, partition_numbers: Iterable[int]
-    ) -> dict[int, dict[str, bytes]]:
-        """partition -> participant id -> stored state, for each partition asked for."""
-        numbers = sorted(set(partition_numbers))
-        out: dict[int, dict[str, bytes]] = {n: {} for n in numbers}
-        if not numbers:
-            return out
+    async def load_states(self, participant_ids: Iterable[str]) -> dict[str, bytes]:
+        """participant id -> stored state, for those of `participant_ids` the database has."""
+        wanted = sorted(set(participant_ids))
+        out: dict[str, bytes] = {}
+        async with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                rows = await conn.execute(
+                    select(participants.c.participant_id, participants.c.state).where(
+                        participants.c.app_id == self.app_id,
+                        participants.c.participant_id.in_(wanted[i : i + 500]),
+                    )
+                )
+                out.update((r.participant_id, r.state) for r in rows)
+        return out
+
+    async def participant_ids(self, partition: int) -> list[str]:
+        """Every participant whose state is stored for this events partition."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                select(participants).where(
-                    participants.c.app_id == self.app_id, participants.c.partition.in_(numbers)
+                select(participants.c.participant_id).where(
+                    participants.c.app_id == self.app_id, participants.c.partition == partition
                 )
             )
-            for r in rows:
-                out[r.partition][r.participant_id] = r.state
-        return out
+            return sorted(r.participant_id for r in rows)
 
     async def load_trials(self) -> dict[str, bytes]:
         async with self.engine.connect() as conn:

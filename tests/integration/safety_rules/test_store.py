@@ -28,17 +28,19 @@ async def test_a_claim_fences_the_previous_owner_and_a_refused_commit_writes_not
             await a.commit(Commit({tp: (mine.epoch, 20)}, {"DN-001": (3, b"stale")}, {"T": b"x"}))
         assert refused.value.lost == [tp]
         assert await b.offsets() == {tp: 10}
-        assert await b.load_participants([3]) == {3: {"DN-001": b"s1"}}
+        assert await b.load_states(["DN-001", "DN-404"]) == {"DN-001": b"s1"}
+        assert await b.participant_ids(3) == ["DN-001"] and await b.participant_ids(4) == []
         assert await b.load_trials() == {}
         await b.commit(Commit({tp: (theirs.epoch, 20)}, {"DN-001": (3, b"s2")}, {"T": b"t"}))
-        assert (await b.load_participants([3]), await b.load_trials()) == (
-            {3: {"DN-001": b"s2"}},
+        assert (await b.load_states(["DN-001"]), await b.load_trials()) == (
+            {"DN-001": b"s2"},
             {"T": b"t"},
         )
         # another group in the same database sees none of it and fences none of it
         other = RulesStore(database_url, f"{app}-other")
         assert await other.offsets() == {}
-        assert await other.load_participants([3]) == {3: {}}
+        assert await other.load_states(["DN-001"]) == {}
+        assert await other.participant_ids(3) == []
         await other.claim([tp], "c")
         await b.commit(Commit({tp: (theirs.epoch, 21)}, {}, {}))
     finally:

@@ -370,3 +370,53 @@ async def test_a_database_ahead_of_its_topic_is_refused_not_read_past(
         assert "the database has processed up to offset 5000" in worker.tail()
     finally:
         worker.stop()
+
+
+async def test_memory_holds_at_most_the_cache_and_an_evicted_participant_keeps_its_history(
+    kafka: str, tmp_path: Path
+) -> None:
+    """300 participants through a worker that keeps 100 in memory: the tick still reaches every
+    one (an overdue M1 for each, most read back from the database), and a rise judged long
+    after a participant left memory is judged against the baseline it had (an AKI for each)."""
+    dosed_day = (datetime.now(UTC) - DAY0).days - 60  # dosed 60 days ago: M1 is overdue
+    people = [unique("MEM") for _ in range(300)]
+    first, later = [], []
+    for pid in people:
+        p = a_participant(pid).enrolled(day=dosed_day - 5).dosed(day=dosed_day)
+        p.baseline("creatinine", 1.0, day=dosed_day - 2)
+        history = len(p.events())
+        p.lab("creatinine", 2.6, dosed_day + 3)
+        first += p.events()[:history]
+        later += p.events()[history:]
+    worker = Worker(
+        kafka,
+        unique("rules"),
+        tmp_path,
+        tick_s=2,
+        extra_env={"SAFETY_MONITOR_RULES_STATE_CACHE": "100"},
+    )
+    try:
+        worker.wait_ready()
+        await produce(kafka, first)
+        ours = set(people)
+
+        def overdue(m: list[tuple[bytes | None, bytes]]) -> set[str]:
+            return {
+                a.participant_id or "" for a in alerts_for(m, ours) if a.rule_id == "visit.overdue"
+            }
+
+        got = await wait_for(kafka, "safety.alerts", lambda m: overdue(m) == ours, timeout_s=180)
+        assert overdue(got) == ours  # the tick reached every participant, in memory or not
+        assert 0 < worker.metric("safety_monitor_rules_participants_in_memory") <= 100
+        await produce(kafka, later)
+
+        def aki(m: list[tuple[bytes | None, bytes]]) -> set[str]:
+            return {
+                a.participant_id or "" for a in alerts_for(m, ours) if a.rule_id == "creatinine.aki"
+            }
+
+        got = await wait_for(kafka, "safety.alerts", lambda m: aki(m) == ours, timeout_s=180)
+        assert aki(got) == ours  # each judged against its stored baseline (2.6 vs 1.0)
+        assert 0 < worker.metric("safety_monitor_rules_participants_in_memory") <= 100
+    finally:
+        worker.stop()
