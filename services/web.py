@@ -73,16 +73,44 @@ def guard(app: FastAPI, count: Callable[[str, int, float], None], log: logging.L
         reason = [{"field": "(path)", "reason": str(exc.detail)}]
         return shaped(exc.status_code, str(exc.detail), reason)
 
-    @app.middleware("http")
-    async def measure(request: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-        started = time.perf_counter()
-        # the route's template, never the path: a path may hold a participant id
+    app.add_middleware(_Measured, count=count, log=log, shaped=shaped)
+
+
+class _Measured:
+    """Counts every request by its route's template (never the path: a path may hold a
+    participant id) and answers an unhandled error as a 500 in the project's shape, logged
+    with its type and frames. Plain ASGI: Starlette's BaseHTTPMiddleware ran each request in a
+    task group of its own, a fifth of a small request's cost."""
+
+    def __init__(
+        self,
+        app: Any,
+        count: Callable[[str, int, float], None],
+        log: logging.Logger,
+        shaped: Callable[[int, str, list[dict[str, str]]], Any],
+    ) -> None:
+        self.app, self.count, self.log, self.shaped = app, count, log, shaped
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status, answered = time.perf_counter(), 500, False
+
+        async def sending(message: Any) -> None:
+            nonlocal status, answered
+            if message["type"] == "http.response.start":
+                status, answered = message["status"], True
+            await send(message)
+
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, sending)
         except Exception:  # counted and answered in the project's shape, never leaked
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            log.error("unhandled error on %s", route, exc_info=True)
-            response = shaped(500, "internal error", [{"field": "(service)", "reason": "logged"}])
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        count(route, response.status_code, time.perf_counter() - started)
-        return response
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.log.error("unhandled error on %s", route, exc_info=True)
+            status = 500
+            if not answered:
+                reason = [{"field": "(service)", "reason": "logged"}]
+                await self.shaped(500, "internal error", reason)(scope, receive, send)
+        route = getattr(scope.get("route"), "path", "unmatched")
+        self.count(route, status, time.perf_counter() - started)

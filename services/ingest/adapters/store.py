@@ -105,6 +105,9 @@ class Accepted:
     recorded_by: str
 
 
+SITES_KEPT = 200_000
+
+
 def _hash_key(secret: str) -> str:
     # API keys are 32 random bytes: a plain SHA-256 cannot be brute-forced, unlike a password.
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -118,6 +121,7 @@ class IngestStore:
         # concurrent requests' writes share one transaction and one commit (SQLite has one
         # writer); each request's outcome stays its own
         self.writes = GroupCommit(self.engine)
+        self._sites: dict[str, str] = {}  # participant -> site, as read (see sites_of)
 
     async def create(self) -> None:
         """Creates the tables once, however many processes start together on a new database."""
@@ -186,10 +190,18 @@ class IngestStore:
         return await self._lookup(accepted.c.event_id, accepted.c.content_sha256, event_ids)
 
     async def sites_of(self, participant_ids: Iterable[str]) -> dict[str, str]:
-        """participant_id -> site, for the participants already enrolled."""
-        return await self._lookup(
-            participants.c.participant_id, participants.c.site_id, participant_ids
+        """participant_id -> site, for the participants already enrolled. A participant's
+        site never changes once enrolled (a second site's enrolment is refused), so a site
+        read once is kept (up to SITES_KEPT participants)."""
+        wanted = set(participant_ids)
+        known = {p: self._sites[p] for p in wanted if p in self._sites}
+        read = await self._lookup(
+            participants.c.participant_id, participants.c.site_id, wanted - known.keys()
         )
+        if len(self._sites) + len(read) > SITES_KEPT:
+            self._sites.clear()
+        self._sites.update(read)
+        return known | read
 
     async def owners_of(self, event_ids: Iterable[str]) -> dict[str, str]:
         """event_id -> participant_id, for the events already accepted."""
