@@ -1,4 +1,5 @@
-"""The `safety-monitor` command: parses arguments, builds settings, calls one job."""
+"""The `safety-monitor` command: parses arguments, builds settings, calls one job (the text an
+operator reads is ABOUT and JOBS below)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
@@ -382,11 +383,72 @@ def _report(args: argparse.Namespace) -> int:
     return _audit(args)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="safety-monitor", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+ABOUT = """\
+Safety monitoring for the UC-MSC diabetic nephropathy trial: lab results and adverse events
+come in through the ingest API (JSON, FHIR R4, CDISC SDTM) onto Kafka; the rules worker raises
+safety alerts (a serious AE, acute kidney injury, a sharp eGFR decline, ...) within seconds; the
+notifier tells the safety officer by email and webhook and tracks acknowledgement; the audit
+projection keeps a hash-chained, signed trail the DSMB queries and verifies.
 
-    kafka = sub.add_parser("kafka", help="the local Apache Kafka broker (KRaft, single node)")
+Every service reads its settings from SAFETY_MONITOR_* environment variables and serves
+/healthz, /readyz and /metrics."""
+
+JOBS = """\
+examples:
+  safety-monitor demo
+  safety-monitor kafka up
+  safety-monitor ingest serve --port 8001
+  safety-monitor rules worker
+  safety-monitor <job> --help"""
+
+
+def _job(
+    sub: Any, name: str, summary: str, description: str, examples: list[str]
+) -> argparse.ArgumentParser:
+    """A subcommand whose help says what it is for and shows how it is run."""
+    return cast(
+        argparse.ArgumentParser,
+        sub.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ),
+    )
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from deploy.kafka.launcher import KafkaSettings
+
+    try:
+        ours = installed("trial-safety-monitor")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        ours = "unknown"
+    return f"safety-monitor {ours} (Apache Kafka {KafkaSettings().version}, KRaft)"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="safety-monitor",
+        description=ABOUT,
+        epilog=JOBS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=version())
+    sub = p.add_subparsers(dest="command", required=True, metavar="<job>")
+
+    kafka = _job(
+        sub, "kafka", "the local Apache Kafka broker (KRaft, single node)",
+        "The broker the demo and the tests use: its jars fetched with Maven into "
+        "~/.cache/safety-monitor/kafka, its storage in .local/kafka.",
+        ["safety-monitor kafka up", "safety-monitor kafka status",
+         "safety-monitor kafka topics --bootstrap kafka-1:9092 --replication-factor 3",
+         "safety-monitor kafka down --purge"],
+    )  # fmt: skip
     kafka.add_argument("action", choices=["up", "down", "status", "fetch", "topics"])
     kafka.add_argument("--purge", action="store_true", help="with down: delete its data too")
     kafka.add_argument("--bootstrap", help="with topics: another broker (default: the local one)")
@@ -395,11 +457,25 @@ def parser() -> argparse.ArgumentParser:
     )
     kafka.set_defaults(func=_kafka)
 
-    contracts = sub.add_parser("contracts", help="JSON Schemas and the AsyncAPI document")
+    contracts = _job(
+        sub, "contracts", "JSON Schemas and the AsyncAPI document",
+        "Writes the event contract's schemas (export) or checks the committed ones match the "
+        "code (check).",
+        ["safety-monitor contracts export", "safety-monitor contracts check"],
+    )  # fmt: skip
     contracts.add_argument("action", choices=["export", "check"])
     contracts.set_defaults(func=_contracts)
 
-    ingest = sub.add_parser("ingest", help="the ingest service: JSON, FHIR R4, CDISC SDTM")
+    ingest = _job(
+        sub, "ingest", "the ingest service: JSON, FHIR R4, CDISC SDTM",
+        "serve: the HTTP API (OpenAPI at /docs); keys: make or revoke an API key (a site key "
+        "writes for its site only); import: SDTM DM/EX/LB/AE files, row by row, with a report "
+        "of what was rejected and why.",
+        ["safety-monitor ingest serve --port 8001",
+         "safety-monitor ingest keys --role site --site sardjito",
+         "safety-monitor ingest keys --revoke 3f2a9c0d1e7b",
+         "safety-monitor ingest import dm.xpt ex.xpt lb.xpt ae.xpt --report-dir reports/"],
+    )  # fmt: skip
     ingest.add_argument("action", choices=["serve", "keys", "import"])
     ingest.add_argument("files", nargs="*", help="with import: SDTM DM/EX/LB/AE .csv or .xpt")
     ingest.add_argument("--report-dir", default=".local/imports", help="with import")
@@ -411,7 +487,15 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("--revoke", metavar="KEY_ID", help="with keys: revoke a key")
     ingest.set_defaults(func=_ingest)
 
-    audit = sub.add_parser("audit", help="the hash-chained audit log and the DSMB API")
+    audit = _job(
+        sub, "audit", "the hash-chained audit log and the DSMB API",
+        "project: keep the trail from the topics (one per database); verify: check the chain, "
+        "its signed checkpoints and anchors; serve: the DSMB's read-only API; tokens: DSMB "
+        "access; rebuild: the trail again from the topics.",
+        ["safety-monitor audit project", "safety-monitor audit verify --against-log --deep",
+         "safety-monitor audit serve --port 8004",
+         "safety-monitor audit tokens --name 'DSMB chair'", "safety-monitor audit tokens --list"],
+    )  # fmt: skip
     audit.add_argument("action", choices=["project", "rebuild", "verify", "serve", "tokens"])
     audit.add_argument("--host")
     audit.add_argument("--port", type=int)
@@ -430,38 +514,67 @@ def parser() -> argparse.ArgumentParser:
     )
     audit.set_defaults(func=_audit)
 
-    report = sub.add_parser("report", help="write the DSMB report (self-contained HTML)")
+    report = _job(
+        sub, "report", "write the DSMB report (self-contained HTML)",
+        "The DSMB report from the audit trail's read models: one HTML file, optionally a PDF.",
+        ["safety-monitor report --out dsmb-2026-11.html",
+         "safety-monitor report --out dsmb.html --pdf dsmb.pdf"],
+    )  # fmt: skip
     report.add_argument("--out", default="report.html")
     report.add_argument("--pdf", help="also print it to this PDF with headless Chromium")
     report.set_defaults(func=_report)
 
-    notifier = sub.add_parser("notifier", help="email, webhooks and acknowledgement of alerts")
+    notifier = _job(
+        sub, "notifier", "email, webhooks and acknowledgement of alerts",
+        "Routes each alert to people (services/notifier/routes.yaml or NOTIFIER_ROUTES), "
+        "escalates what is not acknowledged in time, serves the live alert page.",
+        ["SAFETY_MONITOR_NOTIFIER_SMTP_HOST=smtp.example.org safety-monitor notifier serve"],
+    )  # fmt: skip
     notifier.add_argument("action", choices=["serve"])
     notifier.add_argument("--host")
     notifier.add_argument("--port", type=int)
     notifier.set_defaults(func=_notifier)
 
-    rules = sub.add_parser("rules", help="the safety rules stream worker")
+    rules = _job(
+        sub, "rules", "the safety rules stream worker",
+        "Consumes trial.events, raises alerts on safety.alerts; start more with the same "
+        "RULES_APP_ID to share the partitions (and a stable RULES_INSTANCE_ID each for fast "
+        "restarts).",
+        ["safety-monitor rules worker",
+         "SAFETY_MONITOR_RULES_INSTANCE_ID=rules-1 safety-monitor rules worker"],
+    )  # fmt: skip
     rules.add_argument("action", choices=["worker"])
     rules.set_defaults(func=_rules)
 
-    ev = sub.add_parser("evaluate", help="run the safety rules offline over a JSONL event file")
+    ev = _job(
+        sub, "evaluate", "run the safety rules offline over a JSONL event file",
+        "The worker's rules, offline: one alert per line on stdout, in the order raised.",
+        ["safety-monitor evaluate tests/scenarios/creatinine.aki.jsonl",
+         "safety-monitor evaluate events.jsonl --as-of 2026-06-01T00:00:00Z > alerts.jsonl"],
+    )  # fmt: skip
     ev.add_argument("events", help="JSONL file, one event per line (flat JSON as in contracts/)")
     ev.add_argument("--as-of", help="evaluate time-based rules at this time (default: last event)")
     ev.add_argument("--rules", help="thresholds file (default: services/safety_rules/rules.yaml)")
     ev.set_defaults(func=_evaluate)
 
-    demo = sub.add_parser("demo", help="local demo of the whole stack on embedded defaults")
+    demo = _job(
+        sub, "demo", "local demo of the whole stack on embedded defaults",
+        "The broker, ingest, the rules worker, the notifier with a local SMTP sink and the audit "
+        "trail, on SQLite in .local/; the sample trial goes through them; exits non-zero if the "
+        "stream disagrees with evaluate or the trail does not verify.",
+        ["safety-monitor demo", "make demo"],
+    )  # fmt: skip
     demo.set_defaults(func=_demo)
 
     from services.bench import PHASES
 
-    bench = sub.add_parser(
-        "bench",
-        help="measure the stack's speed on its own local broker (prints a table, writes JSON)",
-        description="Starts its own broker and the real services, measures, prints a table and "
-        "writes JSON. Example: safety-monitor bench --events 20000 --participants 2500",
-    )
+    bench = _job(
+        sub, "bench", "measure the stack's speed on its own broker (prints a table, writes JSON)",
+        "Starts its own broker and the real services, measures each phase, prints a table "
+        "against the targets and writes JSON with the machine described.",
+        ["safety-monitor bench", "safety-monitor bench --only pipeline,latency --events 60000",
+         "safety-monitor bench --only ingest,e2e --json ingest.json"],
+    )  # fmt: skip
     bench.add_argument("--events", type=int, default=20_000, help="the backlog's size")
     bench.add_argument("--participants", type=int, default=2_500, help="the backlog's people")
     bench.add_argument("--json", type=Path, help="default: benchmarks/results/bench-<time>.json")
