@@ -232,7 +232,6 @@ async def _import(parts: IngestParts, args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     import asyncio
     import json
-    import signal
 
     from services.audit.adapters.store import AuditReader, AuditStore, TokenStore
     from services.audit.anchors import Anchors
@@ -270,25 +269,19 @@ def _audit(args: argparse.Namespace) -> int:
         await store.migrate()
         try:
             if args.action == "project":
-                from services.audit.projection import project
+                from services.audit import watch
                 from services.logs import configure
 
                 configure("audit")
                 key = signing_key(settings)
                 print(f"checkpoints signed by Ed25519 key {public_hex(key)}", file=sys.stderr)
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, stop.set)
                 try:
-                    await project(
-                        settings.kafka_bootstrap,
+                    return await watch.run(
+                        settings,
                         store,
                         key,
-                        stop,
-                        checkpoint_every=settings.audit_checkpoint_every,
-                        batch_max=settings.audit_batch_max,
-                        anchors=Anchors(settings.kafka_bootstrap, settings.audit_anchor_file),
+                        args.host or settings.audit_projection_host,
+                        args.port or settings.audit_projection_port,
                     )
                 except Held:
                     print(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
@@ -24,28 +25,58 @@ class _Server(uvicorn.Server):
 
 
 async def serve_beside(
-    app: Any | None, host: str, port: int, work: Callable[[asyncio.Event], Awaitable[int]]
+    app: Any | None,
+    host: str,
+    port: int,
+    work: Callable[[asyncio.Event], Awaitable[int]],
+    *,
+    work_without_server: bool = False,
 ) -> int:
     """Runs `work(stop)` and, when `app` is given, serves it; SIGTERM/SIGINT set `stop`, the
-    work finishes what it holds, then the server stops. Returns the work's exit code."""
+    work finishes what it holds, then the server stops. Returns the work's exit code. The
+    port is bound before the work starts: a port in use is an OSError naming it, or, with
+    `work_without_server`, an error logged and the work done unserved (the audit trail is
+    kept even when its metrics cannot be)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = None
+    server, sockets = None, []
+    if app is not None:
+        try:
+            sockets = [_bound(host, port)]
+        except OSError as e:
+            if not work_without_server:
+                raise OSError(f"cannot serve on {host}:{port}: {e.strerror}") from e
+            logging.getLogger("web").error(
+                "not serving /healthz, /readyz, /metrics: %s:%s: %s", host, port, e.strerror
+            )
+            app = None
     if app is not None:
         config = uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
             timeout_graceful_shutdown=3,  # open event streams (the live page) are cut after it
         )  # fmt: skip
         server = _Server(config)
-    served = asyncio.create_task(server.serve()) if server else None
+    served = asyncio.create_task(server.serve(sockets=sockets)) if server else None
     try:
         return await work(stop)
     finally:
         if server and served:
             server.should_exit = True
             await served
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def guard(app: FastAPI, count: Callable[[str, int, float], None], log: logging.Logger) -> None:

@@ -12,6 +12,7 @@ anchors what is missing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -59,6 +60,10 @@ class LagProbe:
         if self._consumer is not None:
             await self._consumer.stop()
 
+    @property
+    def topics(self) -> list[str]:
+        return sorted({tp.topic for tp in self._parts})
+
     async def lag(self, store: AuditStore) -> int:
         """Messages on the audited topics not projected yet (0: caught up)."""
         return sum((await self.behind(store)).values())
@@ -75,6 +80,9 @@ class LagProbe:
         return {k: n for k, n in behind.items() if n > 0}
 
 
+PROJECTION_LOCK = "audit-projection"
+
+
 async def project(
     bootstrap: str,
     store: AuditStore,
@@ -86,8 +94,13 @@ async def project(
     idle_checkpoint_s: float = 5.0,
     on_batch: Callable[[Appended], None] | None = None,
     anchors: Anchors | None = None,
+    locked: bool = False,
 ) -> None:
-    async with exclusive(store.engine, "audit-projection", wait=False):
+    """Projects until `stop`, holding the chain's one-writer lock (or, `locked`, with the
+    caller holding it: `Held` is raised when another process does)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if not locked:
+            await stack.enter_async_context(exclusive(store.engine, PROJECTION_LOCK, wait=False))
         try:
             await _project(
                 bootstrap, store, signer, stop, checkpoint_every, batch_max, idle_checkpoint_s,

@@ -26,3 +26,11 @@ class AuditSettings(BaseSettings):
     audit_batch_max: int = Field(500, gt=0)
     audit_host: str = "127.0.0.1"
     audit_port: int = 8004
+    # `audit project` serves /healthz, /readyz and /metrics here
+    audit_projection_host: str = "127.0.0.1"
+    audit_projection_port: int = 8005
+    audit_lag_every_s: float = Field(5.0, gt=0, description="How often the lag is read")
+    # How often the projection verifies the whole chain against its anchors (the
+    # safety_monitor_audit_chain_verified gauge); it reads every row, so a few seconds a run
+    # for a trail of 100,000 rows
+    audit_verify_every_s: float = Field(300.0, gt=0)
