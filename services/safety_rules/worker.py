@@ -332,6 +332,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         the partitions whose produces all succeeded. A partition whose produce failed (a dead
         letter the broker refuses, say) commits nothing, goes back to its stored state and
         offset, and pauses for a backoff; the other partitions carry on."""
+        received = time.monotonic()  # the batch's events are in hand: processing starts
         sends: dict[TP, list[Awaitable[Any]]] = {}
         counted: dict[TP, list[tuple[str, Any]]] = {}
         dirty: dict[str, int] = {}
@@ -386,7 +387,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 next_offset, time.monotonic(), None,
             )  # fmt: skip
             self.failing.pop(key, None)
-            self._count(counted[key])
+            self._count(counted[key], received)
         self._evict()
         if failed:
             await self._back_off(failed)
@@ -558,10 +559,11 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             sends.append(self._send(ALERT_LIFECYCLE.name, key_for(w), encode(w)))
             counted.append(("withdrawn", w))
 
-    def _count(self, counted: list[tuple[str, Any]]) -> None:
-        """Metrics and logs for a committed batch (a failed batch counts nothing)."""
+    def _count(self, counted: list[tuple[str, Any]], received: float | None = None) -> None:
+        """Metrics and logs for a committed batch (a failed batch counts nothing); `received`:
+        when the batch's events were fetched (a tick's alerts have none)."""
         m = self.metrics
-        now = datetime.now(UTC)
+        done = time.monotonic()
         for kind, x in counted:
             if kind == "event":
                 m.events.labels(x).inc()
@@ -575,10 +577,8 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 m.withdrawn.labels(x.rule_id).inc()
             elif kind == "alert":
                 m.alerts.labels(x.rule_id, x.severity.value).inc()
-                if x.rule_id != "visit.overdue":  # a tick's alert is stamped with clinical time
-                    m.event_to_alert_seconds.observe(
-                        max(0.0, (now - x.recorded_at).total_seconds())
-                    )
+                if received is not None:  # processing time, never the age of the data
+                    m.event_to_alert_seconds.observe(done - received)
                 log.info(
                     "alert raised",
                     extra={"rule_id": x.rule_id, "severity": x.severity.value,
