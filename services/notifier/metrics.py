@@ -56,6 +56,11 @@ class NotifierMetrics:
         self.outbox = Gauge(
             "safety_monitor_notifier_outbox_depth", "Messages owed, not yet sent", registry=r
         )
+        self.age = Gauge(
+            "safety_monitor_notifier_last_processed_age_seconds",
+            "Seconds since the notifier last took in a batch of alerts (grows while idle)",
+            registry=r,
+        )
         self.lag = Gauge(
             "safety_monitor_notifier_consumer_lag",
             "Messages on the consumed topics not yet processed",

@@ -70,6 +70,8 @@ class Notifier:
         self.wake = asyncio.Event()
         self.producer: AIOKafkaProducer | None = None
         self.consuming = False
+        self.last_processed = time.monotonic()
+        metrics.age.set_function(lambda: round(time.monotonic() - self.last_processed, 1))
         self.version = 0  # the board's: rises on every change the live page should show
         self._changed = asyncio.Condition()
 
@@ -145,6 +147,7 @@ class Notifier:
                         self.metrics.refused.inc()
                         log.warning("refused %s", why)
                     self.metrics.consumed.inc(len(batch))
+                    self.last_processed = time.monotonic()
                     self.wake.set()
                     await self.changed()
                 await self._lag(consumer, parts)

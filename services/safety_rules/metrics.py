@@ -68,6 +68,11 @@ class RulesMetrics:
             ["topic"],
             registry=r,
         )
+        self.age = Gauge(
+            "safety_monitor_rules_last_processed_age_seconds",
+            "Seconds since the worker last committed a batch (grows while idle: read with lag)",
+            registry=r,
+        )
         self.in_memory = Gauge(
             "safety_monitor_rules_participants_in_memory",
             "Participants whose state the worker holds in memory (at most RULES_STATE_CACHE)",

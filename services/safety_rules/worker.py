@@ -126,6 +126,8 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.exit_code = 0
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.last_processed = time.monotonic()
+        metrics.age.set_function(lambda: round(time.monotonic() - self.last_processed, 1))
 
     # -- readiness ---------------------------------------------------------------------------
 
@@ -388,6 +390,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             )  # fmt: skip
             self.failing.pop(key, None)
             self._count(counted[key], received)
+            self.last_processed = time.monotonic()
         self._evict()
         if failed:
             await self._back_off(failed)

@@ -157,6 +157,15 @@ async def test_one_alert_becomes_one_email_and_one_signed_webhook_and_is_acknowl
             assert "Already acknowledged by safety-officer" in again.text
             forged = await http.post(path[:-3] + "xyz")
             assert forged.status_code == 403
+            # ops read how long since it last took in alerts, and how far behind it is
+            metrics = (await http.get("/metrics")).text
+            ages = [
+                float(line.split()[-1])
+                for line in metrics.splitlines()
+                if line.startswith("safety_monitor_notifier_last_processed_age_seconds ")
+            ]
+            assert len(ages) == 1 and 0 <= ages[0] < 60
+            assert 'safety_monitor_notifier_consumer_lag{topic="safety.alerts"}' in metrics
 
         def acknowledged(messages: list[tuple[bytes | None, bytes]]) -> bool:
             return any(

@@ -202,6 +202,8 @@ async def test_late_data_raises_and_a_correction_withdraws_on_the_real_broker(
         alerts = worker.metric("safety_monitor_rules_event_to_alert_seconds_count")
         assert alerts >= 2
         assert worker.metric("safety_monitor_rules_event_to_alert_seconds_sum") / alerts < 30
+        assert 0 <= worker.metric("safety_monitor_rules_last_processed_age_seconds") < 60
+        assert "safety_monitor_rules_last_processed_age_seconds " in worker.get("/metrics")[1]
     finally:
         worker.stop()
 
