@@ -53,6 +53,12 @@ class NotifierMetrics:
             "Age of the oldest unacknowledged critical alert (0 when none)",
             registry=r,
         )
+        self.next_deadline = Gauge(
+            "safety_monitor_notifier_next_deadline_seconds",
+            "Seconds until the nearest regulatory or review deadline (due_by) of an open alert; "
+            "negative when passed, NaN when no open alert has one",
+            registry=r,
+        )
         self.outbox = Gauge(
             "safety_monitor_notifier_outbox_depth", "Messages owed, not yet sent", registry=r
         )

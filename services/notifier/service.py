@@ -294,7 +294,23 @@ class Notifier:
         self.metrics.open_critical.set(len(open_critical))
         oldest = min((_aware(r["seen_at"]) for r in open_critical), default=None)
         self.metrics.oldest_open_critical.set((now - oldest).total_seconds() if oldest else 0)
+        deadlines = [
+            d for r in board if r["status"] == "open" and (d := _due_by(r["raised"])) is not None
+        ]
+        nearest = min(deadlines, default=None)
+        self.metrics.next_deadline.set(
+            (nearest - now).total_seconds() if nearest is not None else float("nan")
+        )
         self.metrics.outbox.set(await self.store.depth())
+
+
+def _due_by(raised: str) -> datetime | None:
+    """The deadline an alert carries (its recorded JSON), if any, in UTC."""
+    try:
+        due = json.loads(raised).get("due_by")
+        return datetime.fromisoformat(due).astimezone(UTC) if due else None
+    except (ValueError, TypeError, OverflowError):  # a deadline that is no time is no deadline
+        return None
 
 
 def _aware(at: datetime) -> datetime:

@@ -10,6 +10,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import Message
 from pathlib import Path
@@ -120,7 +121,8 @@ async def test_one_alert_becomes_one_email_and_one_signed_webhook_and_is_acknowl
     stop = asyncio.Event()
     running = asyncio.create_task(parts.notifier.run(stop))
     try:
-        a = unique_alert(rule)
+        due = datetime.now(UTC) + timedelta(days=30)  # a regulatory clock, far from reminders
+        a = unique_alert(rule).model_copy(update={"due_by": due})
         await produce_raw(kafka, SAFETY_ALERTS.name, key_for(a), encode(a))
         mine = str(a.alert_id)
 
@@ -128,6 +130,10 @@ async def test_one_alert_becomes_one_email_and_one_signed_webhook_and_is_acknowl
             return [m for m in inbox.mails if a.participant_id in str(m["Subject"])]
 
         await until(lambda: mails() and any(mine.encode() in body for _, body in hooks.calls))
+        # the nearest deadline of an open alert: ours at most (the topic holds others'); NaN
+        # (no open alert with a deadline) compares false, so this waits for ours
+        nearest = parts.notifier.metrics.next_deadline
+        await until(lambda: nearest._value.get() <= 30 * 86400)
         (mail,) = mails()
         assert str(mail["Subject"]).startswith(f"[CRITICAL] {rule}")
         assert mail["To"] == "so@trial.example" and mail["Message-ID"]
@@ -165,6 +171,7 @@ async def test_one_alert_becomes_one_email_and_one_signed_webhook_and_is_acknowl
                 if line.startswith("safety_monitor_notifier_last_processed_age_seconds ")
             ]
             assert len(ages) == 1 and 0 <= ages[0] < 60
+            assert "safety_monitor_notifier_next_deadline_seconds " in metrics
             assert 'safety_monitor_notifier_consumer_lag{topic="safety.alerts"}' in metrics
 
         def acknowledged(messages: list[tuple[bytes | None, bytes]]) -> bool:
