@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from services.bench import Service
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
+SUFFIXES = ("total", "bucket", "sum", "count", "created")
 KEY_SERIES = {
     "ingest": "safety_monitor_ingest_requests_total",
     "rules-worker": "safety_monitor_rules_ready",
@@ -100,6 +103,30 @@ def test_prometheus_scrapes_every_service_and_loads_the_rules(kafka: str, tmp_pa
             time.sleep(0.5)
         assert health == dict.fromkeys(KEY_SERIES, "up"), health
         assert present == dict.fromkeys(KEY_SERIES, True), present
+        # the Grafana dashboard: every panel's query runs on this Prometheus, and every metric
+        # it names is one a running service exports
+        exported: set[str] = set()
+        for port in ports.values():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            for family in re.findall(r"^# TYPE (safety_monitor_\w+) ", text, re.M):
+                exported |= {family} | {f"{family}_{s}" for s in SUFFIXES}
+        dashboard = json.loads((ROOT / "deploy/grafana/dashboards/safety-monitor.json").read_text())
+        datasource = yaml.safe_load(
+            (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+        )["datasources"][0]
+        for panel in dashboard["panels"]:
+            assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+            for target in panel["targets"]:
+                expr = target["expr"]
+                answer = _api(web, "query?" + urllib.parse.urlencode({"query": expr}))
+                assert answer["resultType"] in ("vector", "scalar"), (panel["title"], expr)
+                named = set(re.findall(r"\b(safety_monitor_[a-z_]+[a-z])\b", expr))
+                for alternatives, rest in re.findall(
+                    r"safety_monitor_\(([a-z|]+)\)(_[a-z_]+)", expr
+                ):
+                    named |= {f"safety_monitor_{a}{rest}" for a in alternatives.split("|")}
+                assert named - exported == set(), (panel["title"], named - exported)
         groups = _api(web, "rules")["groups"]
         alerts = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
         assert {"ServiceDown", "AuditChainNotVerified", "RegulatoryDeadlineWithin4h"} <= alerts
