@@ -63,7 +63,7 @@ def _demo(args: argparse.Namespace) -> int:
     from services import demo
 
     try:
-        return demo.run(KafkaSettings())
+        return demo.run(KafkaSettings(), once=args.once)
     except LauncherError as e:
         print(f"safety-monitor demo: {e}", file=sys.stderr)
         return 2
@@ -553,10 +553,15 @@ def parser() -> argparse.ArgumentParser:
     demo = _job(
         sub, "demo", "local demo of the whole stack on embedded defaults",
         "The broker, ingest, the rules worker, the notifier with a local SMTP sink and the audit "
-        "trail, on SQLite in .local/; the sample trial goes through them; exits non-zero if the "
-        "stream disagrees with evaluate or the trail does not verify.",
-        ["safety-monitor demo", "make demo"],
+        "trail, on SQLite in .local/; the sample trial goes through them, and the result is "
+        "checked (non-zero exit if the stream disagrees with evaluate or the trail does not "
+        "verify). Then the stack keeps serving, with Prometheus if installed, and the URLs to "
+        "open are printed, until Ctrl-C stops every process (--once: exit after the check).",
+        ["safety-monitor demo", "safety-monitor demo --once", "make demo"],
     )  # fmt: skip
+    demo.add_argument(
+        "--once", action="store_true", help="run the story, check it, and exit (CI); no serving"
+    )
     demo.set_defaults(func=_demo)
 
     from services.bench import PHASES

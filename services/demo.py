@@ -8,7 +8,9 @@
    offline (`safety-monitor evaluate`): the stream and the batch must agree;
 5. runs the audit projection until it has caught up, verifies the hash chain and writes the
    DSMB report to .local/report.html;
-6. stops the services gracefully and leaves the broker running.
+6. with `--once`, stops the services gracefully and leaves the broker running; otherwise starts
+   every service again (and Prometheus, if installed) and prints the URLs to open, until SIGINT
+   or SIGTERM stops every process it started, the broker too.
 """
 
 from __future__ import annotations
@@ -271,8 +273,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(settings: KafkaSettings) -> int:
-    status = KafkaLauncher(settings).up()
+def run(settings: KafkaSettings, once: bool = True) -> int:
+    """The demo; with `once` it exits when done (CI), otherwise it keeps the whole stack serving
+    and prints where to look until Ctrl-C, which stops every process it started."""
+    launcher = KafkaLauncher(settings)
+    status = launcher.up()
     print(f"[demo] {status}")
     home = Path.cwd() / ".local"
     if status.fresh:
@@ -302,14 +307,7 @@ def run(settings: KafkaSettings) -> int:
     notifier = _start(
         "notifier",
         ["notifier", "serve", "--port", str(NOTIFIER_PORT)],
-        {
-            **env,
-            "SAFETY_MONITOR_NOTIFIER_ROUTES": str(home / "demo-routes.yaml"),
-            "SAFETY_MONITOR_NOTIFIER_SMTP_PORT": str(smtp_port),
-            "SAFETY_MONITOR_NOTIFIER_DATABASE_URL": f"sqlite+aiosqlite:///{home / 'notifier.db'}",
-            "SAFETY_MONITOR_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{NOTIFIER_PORT}",
-            "SAFETY_MONITOR_NOTIFIER_API_TOKENS": f"safety-officer:{officer}",
-        },
+        {**env, **_notifier_env(home, smtp_port, officer)},
         home,
     )
     missing: set[str] = set()
@@ -361,7 +359,8 @@ def run(settings: KafkaSettings) -> int:
         for proc in (notifier, ingest, worker):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
-        smtp.stop()
+        if once:
+            smtp.stop()
     for topic in CATALOG:
         if topic is AUDIT_CHECKPOINTS:
             continue  # not events: the anchors of the audit chain (printed above)
@@ -372,5 +371,137 @@ def run(settings: KafkaSettings) -> int:
             f"[demo] {topic.name}: {messages} messages, {len(events)} distinct ({summary}); "
             f"undecodable {bad}"
         )
-    print("[demo] the broker keeps running; stop it with: .venv/bin/safety-monitor kafka down")
-    return 0 if not missing and verified else 1
+    code = 0 if not missing and verified else 1
+    if once:
+        print("[demo] the broker keeps running; stop it with: .venv/bin/safety-monitor kafka down")
+        return code
+    explore(status.bootstrap, home, officer, smtp_port, sink)
+    launcher.down()
+    print("[demo] stopped: every process the demo started, and the broker")
+    return code
+
+
+AUDIT_PORT = 8004
+PROJECTION_PORT = 8005
+PROMETHEUS_PORT = 9090
+
+
+def explore(bootstrap: str, home: Path, officer: str, smtp_port: int, sink: SmtpSink) -> None:
+    """Every service up again, serving, with the URLs to open, until SIGINT or SIGTERM; then
+    each process is stopped (SIGTERM, waited for) and the SMTP sink closed."""
+    env = {"SAFETY_MONITOR_KAFKA_BOOTSTRAP": bootstrap}
+    stopping: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda n, _: stopping.append(n))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    token = _dsmb_token()
+    started: list[tuple[str, subprocess.Popen[bytes], str]] = [  # (name, process, readiness)
+        ("rules-worker", _start("rules-worker", ["rules", "worker"],
+                                {**env, "SAFETY_MONITOR_RULES_TICK_SECONDS": "5",
+                                 "SAFETY_MONITOR_RULES_WEB_PORT": str(WORKER_PORT)}, home),
+         f"{WORKER_PORT}/readyz"),
+        ("ingest", _start("ingest", ["ingest", "serve", "--port", str(INGEST_PORT)], env, home),
+         f"{INGEST_PORT}/readyz"),
+        ("notifier", _start("notifier", ["notifier", "serve", "--port", str(NOTIFIER_PORT)],
+                            {**env, **_notifier_env(home, smtp_port, officer)}, home),
+         f"{NOTIFIER_PORT}/readyz"),
+        ("audit-projection", _start("audit-projection",
+                                    ["audit", "project", "--port", str(PROJECTION_PORT)], env,
+                                    home),
+         f"{PROJECTION_PORT}/healthz"),
+        ("audit-api", _start("audit-api", ["audit", "serve", "--port", str(AUDIT_PORT)], env,
+                             home),
+         f"{AUDIT_PORT}/healthz"),
+    ]  # fmt: skip
+    prometheus = _prometheus(home)
+    if prometheus is not None:
+        started.append(("prometheus", prometheus, f"{PROMETHEUS_PORT}/-/ready"))
+    procs = [proc for _, proc, _ in started]
+    try:
+        for name, proc, ready in started:
+            _wait_ready(proc, f"http://127.0.0.1:{ready}", name)
+        base = "http://127.0.0.1"
+        lines = [
+            f"ingest API (try POST /v1/events):  {base}:{INGEST_PORT}/docs",
+            f"live alert page (token {officer}):  {base}:{NOTIFIER_PORT}/",
+            f"DSMB API (Authorization: Bearer {token}):  {base}:{AUDIT_PORT}/docs",
+            f"DSMB report (same token):  {base}:{AUDIT_PORT}/report   file: {home / 'report.html'}",
+            *(f"metrics:  {base}:{p}/metrics" for p in
+              (INGEST_PORT, WORKER_PORT, NOTIFIER_PORT, AUDIT_PORT, PROJECTION_PORT)),
+            f"emails: to the local SMTP sink on port {smtp_port}, printed here as they come",
+        ]  # fmt: skip
+        if prometheus is not None:
+            lines.append(
+                f"Prometheus (Debian's, its API):  {base}:{PROMETHEUS_PORT}/api/v1/targets   "
+                f"{base}:{PROMETHEUS_PORT}/api/v1/rules"
+            )
+        else:
+            lines.append("Prometheus: not installed (Debian: apt-get install prometheus)")
+        print("[demo] serving; open:", *(f"[demo]   {x}" for x in lines), sep="\n", flush=True)
+        print("[demo] Ctrl-C stops everything", flush=True)
+        while not stopping:
+            for name, proc, _ in started:
+                if proc.poll() is not None:
+                    print(f"[demo] {name} exited; see {home / name}.log", flush=True)
+                    stopping.append(0)
+            time.sleep(0.2)
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print(f"[demo] {sink.count} emails in all", flush=True)
+
+
+def _notifier_env(home: Path, smtp_port: int, officer: str) -> dict[str, str]:
+    return {
+        "SAFETY_MONITOR_NOTIFIER_ROUTES": str(home / "demo-routes.yaml"),
+        "SAFETY_MONITOR_NOTIFIER_SMTP_PORT": str(smtp_port),
+        "SAFETY_MONITOR_NOTIFIER_DATABASE_URL": f"sqlite+aiosqlite:///{home / 'notifier.db'}",
+        "SAFETY_MONITOR_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{NOTIFIER_PORT}",
+        "SAFETY_MONITOR_NOTIFIER_API_TOKENS": f"safety-officer:{officer}",
+    }
+
+
+def _dsmb_token() -> str:
+    from services.audit.adapters.store import TokenStore
+
+    async def make() -> str:
+        store = AuditStore(AuditSettings().audit_database_url)
+        try:
+            await store.migrate()
+            return (await TokenStore(store).add("demo"))[1]
+        finally:
+            await store.close()
+
+    return asyncio.run(make())
+
+
+def _prometheus(home: Path) -> subprocess.Popen[bytes] | None:
+    """Debian's prometheus on the one-machine config, when installed."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        return None
+    import yaml
+
+    deploy = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
+    config = yaml.safe_load((deploy / "prometheus.local.yml").read_text())
+    config["rule_files"] = [str(deploy / "rules" / "safety-monitor.yml")]
+    where = home / "prometheus"
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with (home / "prometheus.log").open("ab") as log:
+        return subprocess.Popen(
+            [binary, f"--config.file={where / 'prometheus.yml'}",
+             f"--storage.tsdb.path={where / 'data'}",
+             f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
