@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ from services.ingest.domain.policy import Role
 from services.ingest.settings import IngestSettings
 from services.safety_rules.evaluate import run as evaluate_offline
 from services.safety_rules.rules_config import load_rules
-from services.sample import demo_trial
+from services.sample import story
 
 INGEST_PORT = 8001
 WORKER_PORT = 8002
@@ -273,6 +274,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+TICK = "SAFETY_MONITOR_RULES_TICK_SECONDS"
+
+
+def _print_new(alerts: list[AlertRaised], ids: set[str]) -> None:
+    for a in sorted(
+        (a for a in alerts if str(a.alert_id) in ids),
+        key=lambda a: (a.participant_id or "", a.rule_id),
+    ):
+        print(
+            f"[demo]   {a.participant_id or 'trial':8} {a.severity.value:8} "
+            f"{a.rule_id:20} {a.title}",
+            flush=True,
+        )
+
+
 def run(settings: KafkaSettings, once: bool = True) -> int:
     """The demo; with `once` it exits when done (CI), otherwise it keeps the whole stack serving
     and prints where to look until Ctrl-C, which stops every process it started."""
@@ -289,16 +305,10 @@ def run(settings: KafkaSettings, once: bool = True) -> int:
         (home / "notifier.db").unlink(missing_ok=True)
         print("[demo] new broker storage: the demo's databases start afresh too")
     env = {"SAFETY_MONITOR_KAFKA_BOOTSTRAP": status.bootstrap}
-    worker = _start(
-        "rules-worker",
-        ["rules", "worker"],
-        {
-            **env,
-            "SAFETY_MONITOR_RULES_TICK_SECONDS": "5",
-            "SAFETY_MONITOR_RULES_WEB_PORT": str(WORKER_PORT),
-        },
-        home,
-    )
+    worker_env = {**env, "SAFETY_MONITOR_RULES_WEB_PORT": str(WORKER_PORT)}
+    # no tick while the story is told (a tick between chapters would find visits "missed"
+    # that the next chapter brings); the worker is restarted with a short tick after it
+    worker = _start("rules-worker", ["rules", "worker"], {**worker_env, TICK: "3600"}, home)
     ingest = _start("ingest", ["ingest", "serve", "--port", str(INGEST_PORT)], env, home)
     sink, smtp_port, officer = SmtpSink(), _free_port(), secrets.token_urlsafe(12)
     smtp = Controller(sink, hostname="127.0.0.1", port=smtp_port)
@@ -321,29 +331,48 @@ def run(settings: KafkaSettings, once: bool = True) -> int:
         _wait_ready(ingest, f"http://127.0.0.1:{INGEST_PORT}/readyz", "ingest")
         print(f"[demo] rules worker ready: http://127.0.0.1:{WORKER_PORT}/metrics")
         print(f"[demo] ingest ready: http://127.0.0.1:{INGEST_PORT}/docs")
-        trial = list(demo_trial())
-        started = time.monotonic()
-        outcomes = _submit(trial, _admin_key())
+        key, rules = _admin_key(), load_rules()
+        chapters = story()
+        trial = [e for c in chapters for e in c.events]
+        started, outcomes, shown = time.monotonic(), Counter[str](), set[str]()
+        so_far: list[AnyEvent] = []
+        for chapter in chapters:
+            print(f"[demo] -- {chapter.title}: {chapter.watch}", flush=True)
+            so_far += chapter.events
+            outcomes += _submit(chapter.events, key)
+            # the event rules now; the clock's (visit.overdue) once the story is told
+            now = {
+                str(a.alert_id)
+                for a in evaluate_offline(so_far, rules, as_of=None)  # type: ignore[arg-type]
+                if a.rule_id != "visit.overdue"
+            }
+            alerts = asyncio.run(_wait_alerts(status.bootstrap, now))
+            _print_new(alerts, now - shown)
+            shown |= now
         print(
-            f"[demo] POST /v1/events with the sample trial: {dict(outcomes)} "
+            f"[demo] POST /v1/events, the story: {dict(outcomes)} "
             "(run it again: the same event_ids, so all duplicates)"
         )
-        offline = evaluate_offline(trial, load_rules(), as_of=None)  # type: ignore[arg-type]
-        expected = {str(a.alert_id) for a in offline if a.rule_id != "visit.overdue"}
+        print("[demo] -- today: the worker's clock runs the time-based rules", flush=True)
+        os.killpg(worker.pid, signal.SIGTERM)  # it ticked hourly during the story: restarted
+        worker.wait(60)
+        worker = _start("rules-worker", ["rules", "worker"], {**worker_env, TICK: "2"}, home)
+        offline = evaluate_offline(trial, rules, as_of=datetime.now(UTC))  # type: ignore[arg-type]
+        expected = {str(a.alert_id) for a in offline}
         alerts = asyncio.run(_wait_alerts(status.bootstrap, expected))
+        _print_new(alerts, expected - shown)
         mine = [a for a in alerts if a.trial_id == trial[0].trial_id]
+        fired = {a.rule_id for a in mine}
         print(
             f"[demo] {len(mine)} distinct alerts on safety.alerts "
-            f"{time.monotonic() - started:.1f}s after the first POST:"
+            f"{time.monotonic() - started:.1f}s after the first POST, "
+            f"{len(fired)} of the {len(rules.enabled_rules)} rules"
         )
-        for a in sorted(mine, key=lambda a: (a.participant_id or "", a.rule_id)):
-            print(
-                f"[demo]   {a.participant_id or 'trial':8} {a.severity.value:8} "
-                f"{a.rule_id:20} {a.title}"
-            )
         missing = expected - {str(a.alert_id) for a in mine}
         verdict = "agree" if not missing else f"{len(missing)} alerts missing"
-        print(f"[demo] stream vs `safety-monitor evaluate`: {verdict}")
+        print(
+            f"[demo] stream vs `safety-monitor evaluate` (every rule, visit.overdue too): {verdict}"
+        )
         deadline = time.monotonic() + 60
         while not expected <= _told(sink, home) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -242,3 +243,188 @@ def demo_trial(participants: int = 10) -> Iterator[AnyEvent]:
                 local_or_systemic="local",
                 outcome="recovering",
             )
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """A moment of the demo's story: what happens, what the monitor should raise, the events."""
+
+    title: str
+    watch: str
+    events: list[AnyEvent]
+
+
+STORY_VISITS = (("M1", 30), ("M3", 91), ("M6", 182), ("M9", 273), ("M12", 365))
+
+
+def story(participants: int = 10) -> list[Chapter]:
+    """The trial's course for the demo: 10 participants through baseline, the injection and
+    M1-M12 (dated a year back, so every visit window has closed), each chapter a step of the
+    protocol, and a story in which every safety rule fires at least once:
+
+    DN-001 misses M9 (visit.overdue); DN-002 has a severe non-serious AE and a lab-reported eGFR
+    that disagrees with its creatinine (ae.severe, lab.egfr_mismatch); DN-003's UACR doubles at
+    M6 (uacr.rise); DN-004's creatinine nearly doubles at M1 (creatinine.aki, egfr.decline);
+    DN-005 bleeds around the kidney, related and unexpected (sae.reported, susar.clock); DN-006's
+    TNF-alpha rises at M1 (inflammation.rise); DN-007 is over-dosed (dose.deviation); DN-008's
+    kidney function declines steadily (egfr.rapid_slope, then egfr.decline); DN-009 has the
+    second related severe SAE (trial.stopping_rule); DN-010 is injected twice and reaches kidney
+    failure by M9 (dose.repeat, egfr.kidney_failure). Ids are fixed: a rerun is all duplicates."""
+    site = "site:sardjito"
+    first = datetime(2025, 9, 1, 8, 0, tzinfo=UTC)
+    people = [f"DN-{n:03d}" for n in range(1, participants + 1)]
+    dose_at = {p: first + timedelta(days=3 * i) for i, p in enumerate(people)}
+    weight = {p: 60.0 + 1.5 * i for i, p in enumerate(people)}
+    creat0 = {p: round(1.3 + 0.04 * i, 2) for i, p in enumerate(people)}
+
+    def env(pid: str, name: str, at: datetime) -> dict[str, Any]:
+        return _envelope(f"story/{pid}/{name}", pid, at, site)
+
+    def lab(
+        pid: str, name: str, at: datetime, analyte: str, value: float, unit: str, visit: str | None
+    ) -> LabResulted:  # fmt: skip
+        return LabResulted(
+            **env(pid, name, at), analyte=analyte, value=value, unit=unit, visit=visit
+        )
+
+    enrol: list[AnyEvent] = []
+    for i, p in enumerate(people):
+        at = dose_at[p] - timedelta(days=14)
+        enrol.append(
+            ParticipantEnrolled(
+                **env(p, "enrolled", at),
+                sex="F" if i % 2 else "M",
+                age_years=48 + i,
+                weight_kg=weight[p],
+                site_id="sardjito",
+                enrolled_at=at,
+            )
+        )
+        at = dose_at[p] - timedelta(days=7)
+        enrol.append(VisitCompleted(**env(p, "visit-baseline", at), visit="baseline"))
+        enrol += [
+            lab(p, "baseline-creatinine", at, "creatinine", creat0[p], "mg/dL", "baseline"),
+            lab(p, "baseline-uacr", at, "uacr", 180.0 + 10 * i, "mg/g", "baseline"),
+            lab(p, "baseline-tnf", at, "tnf_alpha", 12.0, "pg/mL", "baseline"),
+            lab(p, "baseline-il10", at, "il_10", 6.0, "pg/mL", "baseline"),
+        ]
+    chapters = [Chapter("Screening and baseline", "nothing yet: baselines only", enrol)]
+
+    doses: list[AnyEvent] = []
+    for p in people:
+        per_kg = 1.25 if p == "DN-007" else 1.0
+        doses.append(
+            DoseAdministered(
+                **env(p, "dose", dose_at[p]),
+                cells_total=weight[p] * 1e6 * per_kg,
+                weight_kg=weight[p],
+                lot=f"L-{p}",
+            )
+        )
+    again = dose_at["DN-010"] + timedelta(days=2)
+    doses.append(
+        DoseAdministered(
+            **env("DN-010", "dose-again", again),
+            cells_total=weight["DN-010"] * 1e6,
+            weight_kg=weight["DN-010"],
+            lot="L-DN-010-b",
+        )
+    )
+    bleed = dose_at["DN-005"] + timedelta(days=2)
+    doses.append(
+        AeReported(
+            **env("DN-005", "ae-1", bleed),
+            ae_id="AE-1",
+            term="Perirenal haematoma",
+            onset_date=_day(dose_at["DN-005"], 2),
+            ctcae_grade=3,
+            serious=True,
+            seriousness_criteria=["hospitalization"],
+            relatedness="probable",
+            expectedness="unexpected",
+            local_or_systemic="local",
+            outcome="recovering",
+        )
+    )
+    chapters.append(
+        Chapter(
+            "The injection",
+            "DN-007 over-dosed (dose.deviation); DN-010 injected twice (dose.repeat); DN-005 "
+            "bleeds around the kidney (sae.reported, susar.clock)",
+            doses,
+        )
+    )
+
+    def creatinine(p: str, visit: str) -> float:
+        base = creat0[p]
+        if p == "DN-004" and visit == "M1":
+            return round(base * 1.9, 2)
+        if p == "DN-008":
+            rise = {"M1": 1.05, "M3": 1.12, "M6": 1.22, "M9": 1.32, "M12": 1.42}
+            return round(base * rise[visit], 2)
+        if p == "DN-010":
+            failing = {"M1": 1.1, "M3": 1.3, "M6": 1.6, "M9": 2.2, "M12": 4.6}
+            return round(base * failing[visit], 2)
+        return round(base * 1.01, 2)
+
+    watching = {
+        "M1": "DN-004's creatinine nearly doubles (creatinine.aki, egfr.decline); DN-006's "
+        "TNF-alpha rises (inflammation.rise); DN-002 has a severe AE, not serious (ae.severe)",
+        "M3": "DN-002's lab reports an eGFR its creatinine does not give (lab.egfr_mismatch); "
+        "DN-008's and DN-010's eGFR fall faster than 5 a year (egfr.rapid_slope)",
+        "M6": "DN-003's UACR doubles (uacr.rise); DN-009 is admitted with a related severe SAE, "
+        "the second participant (sae.reported, trial.stopping_rule); DN-010's creatinine "
+        "climbs (creatinine.aki, egfr.decline)",
+        "M9": "DN-001 does not come (visit.overdue: the worker's clock raises it once the story is "
+        "told); DN-010 reaches the kidney failure range (egfr.kidney_failure)",
+        "M12": "DN-008 ends a third below baseline (egfr.decline); DN-010 at KDIGO stage 3",
+    }
+    for visit, day in STORY_VISITS:
+        events: list[AnyEvent] = []
+        for i, p in enumerate(people):
+            if p == "DN-001" and visit == "M9":
+                continue
+            at = dose_at[p] + timedelta(days=day)
+            events.append(VisitCompleted(**env(p, f"visit-{visit}", at), visit=visit))
+            value = creatinine(p, visit)
+            events.append(lab(p, f"{visit}-creatinine", at, "creatinine", value, "mg/dL", visit))
+            uacr = (180.0 + 10 * i) * (2.4 if (p == "DN-003" and visit == "M6") else 1.02)
+            events.append(lab(p, f"{visit}-uacr", at, "uacr", round(uacr, 1), "mg/g", visit))
+            if visit == "M1":
+                tnf = 31.0 if p == "DN-006" else 12.5
+                events.append(lab(p, "M1-tnf", at, "tnf_alpha", tnf, "pg/mL", visit))
+            if p == "DN-002" and visit == "M3":
+                events.append(lab(p, "M3-egfr", at, "egfr", 95.0, "mL/min/1.73m2", visit))
+            if p == "DN-002" and visit == "M1":
+                events.append(
+                    AeReported(
+                        **env(p, "ae-1", at),
+                        ae_id="AE-1",
+                        term="Hyperkalaemia",
+                        onset_date=_day(at, 0),
+                        ctcae_grade=3,
+                        serious=False,
+                        relatedness="unlikely",
+                        expectedness="expected",
+                        local_or_systemic="systemic",
+                        outcome="recovered",
+                    )
+                )
+            if p == "DN-009" and visit == "M6":
+                events.append(
+                    AeReported(
+                        **env(p, "ae-1", at),
+                        ae_id="AE-1",
+                        term="Acute pyelonephritis",
+                        onset_date=_day(at, -2),
+                        ctcae_grade=3,
+                        serious=True,
+                        seriousness_criteria=["hospitalization"],
+                        relatedness="possible",
+                        expectedness="expected",
+                        local_or_systemic="local",
+                        outcome="recovered",
+                    )
+                )
+        chapters.append(Chapter(f"{visit} (day {day})", watching[visit], events))
+    return chapters
