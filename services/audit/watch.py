@@ -24,6 +24,7 @@ from services.sql import exclusive
 from services.web import guard, serve_beside
 
 log = logging.getLogger("audit.watch")
+RECHECK_S = 10.0  # after a failed verification, the next one comes this soon
 
 
 @dataclass
@@ -164,26 +165,29 @@ async def _verify(
     trusted = trusted_keys(settings)
     anchors = Anchors(settings.kafka_bootstrap, settings.audit_anchor_file)
     try:
-        first = True
+        wait = 0.0  # at start, then on the schedule; soon again after a failure (a fresh
+        # trail has no signed checkpoint for its first seconds: that must not page anyone)
         while not stop.is_set():
-            if not first:
+            if wait:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), settings.audit_verify_every_s)
+                    await asyncio.wait_for(stop.wait(), wait)
                 if stop.is_set():
                     break
-            first = False  # at start, then on the schedule
+            wait = settings.audit_verify_every_s
             started = time.monotonic()
             try:
                 verdict = await store.verify(trusted, await anchors.read(trusted))
             except Exception:
                 log.exception("the scheduled verification could not run")
                 watch.metrics.verified.set(0)
+                wait = min(wait, RECHECK_S)
                 continue
             m = watch.metrics
             m.verified.set(1 if verdict.ok else 0)
             m.verified_at.set(time.time())
             m.verify_seconds.set(round(time.monotonic() - started, 3))
             if not verdict.ok:
+                wait = min(wait, RECHECK_S)
                 log.error(
                     "the audit chain does not verify",
                     extra={"first_broken_seq": verdict.first_broken_seq, "reason": verdict.reason},
