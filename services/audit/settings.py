@@ -30,7 +30,9 @@ class AuditSettings(BaseSettings):
     audit_projection_host: str = "127.0.0.1"
     audit_projection_port: int = 8005
     audit_lag_every_s: float = Field(5.0, gt=0, description="How often the lag is read")
-    # How often the projection verifies the whole chain against its anchors (the
-    # safety_monitor_audit_chain_verified gauge); it reads every row, so a few seconds a run
-    # for a trail of 100,000 rows
+    # How often the projection verifies the chain against its anchors (the
+    # safety_monitor_audit_chain_verified gauge)
     audit_verify_every_s: float = Field(300.0, gt=0)
+    # ... that is the newest segment (from the newest checkpoint anchored outside the database);
+    # the whole chain is verified at start and this often
+    audit_full_verify_every_s: float = Field(86400.0, gt=0)

@@ -30,8 +30,10 @@ from services.audit.domain.chain import (
     Verdict,
     normal,
     row_hash,
+    segment_start,
     sign,
     verify,
+    verify_segment,
 )
 from services.audit.domain.read_models import Change, alert_status, changes
 from services.sql import migrate, open_engine, refused_values
@@ -296,8 +298,8 @@ class AuditStore:
                 )
 
     # -- reading ------------------------------------------------------------------------------
-    async def chain(self, batch: int = 2000) -> AsyncIterator[Row]:
-        after = 0
+    async def chain(self, batch: int = 2000, from_seq: int = 1) -> AsyncIterator[Row]:
+        after = from_seq - 1
         async with self.engine.connect() as conn:
             while True:
                 rows = (
@@ -341,7 +343,23 @@ class AuditStore:
         then the conflicts: a reuse of an event_id with other content fails verification (the
         first stands, but someone wrote a second version of a fact)."""
         rows = [r async for r in self.chain()]
-        verdict = verify(rows, await self.checkpoints(), trusted, anchored)
+        return await self._with_conflicts(verify(rows, await self.checkpoints(), trusted, anchored))
+
+    async def verify_newest(
+        self, trusted: dict[str, Ed25519PublicKey], anchored: list[Checkpoint]
+    ) -> Verdict:
+        """The newest segment: from the newest checkpoint anchored outside the database (and
+        not the newest) to the head; the whole chain when there is no such checkpoint yet."""
+        checkpoints = await self.checkpoints()
+        start = segment_start(checkpoints, anchored)
+        if start is None:
+            return await self.verify(trusted, anchored)
+        rows = [r async for r in self.chain(from_seq=start)]
+        return await self._with_conflicts(
+            verify_segment(rows, checkpoints, trusted, anchored, start)
+        )
+
+    async def _with_conflicts(self, verdict: Verdict) -> Verdict:
         conflicts = await self.conflicts()
         if not verdict.ok or not conflicts:
             return verdict

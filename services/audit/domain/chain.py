@@ -9,6 +9,7 @@ hash is signed with an Ed25519 key kept outside the database; verification check
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -179,11 +180,61 @@ def verify(
     return verdict
 
 
+def segment_start(checkpoints: list[Checkpoint], anchored: list[Checkpoint]) -> int | None:
+    """Where a verification of the newest segment starts: the newest checkpoint that is also
+    anchored outside the database and is not the newest one (so the segment holds a signed
+    checkpoint after its start). None: there is no such place; verify the whole chain."""
+    newest = max((c.seq for c in checkpoints), default=0)
+    outside = {(a.seq, a.head_hash) for a in anchored}
+    starts = [c.seq for c in checkpoints if (c.seq, c.head_hash) in outside and c.seq < newest]
+    return max(starts, default=None)
+
+
+def verify_segment(
+    rows: Iterable[Row],
+    checkpoints: Iterable[Checkpoint],
+    trusted: dict[str, Ed25519PublicKey],
+    anchored: list[Checkpoint],
+    start: int,
+) -> Verdict:
+    """The chain from row `start` on, `start` being a checkpoint anchored outside the database
+    (`segment_start`): that row must match its signed, anchored hash, and every row after it is
+    recomputed as `verify` does; the anchored checkpoints from `start` on must be in the
+    database. What lies before `start` is vouched for by the anchor (and by the whole
+    verification run less often)."""
+    rows = iter(rows)
+    first = next(rows, None)
+    later = [c for c in checkpoints if c.seq >= start]
+    if first is None or first.seq != start:
+        return Verdict(False, 0, 0, start, f"row {start}, where the segment starts, is missing")
+    if not any(c.seq == start for c in later) or not any(
+        (a.seq, a.head_hash) == (start, first.hash) for a in anchored
+    ):
+        return Verdict(False, 1, 0, start, f"row {start} differs from its anchored checkpoint")
+    verdict = _chain(itertools.chain([first], rows), later, trusted, first.prev_hash, start)
+    if not verdict.ok:
+        return verdict
+    verdict = replace(verdict, anchored_seq=max((a.seq for a in anchored), default=0))
+    in_db = {(c.seq, c.head_hash) for c in later}
+    for a in anchored:
+        if a.seq >= start and (a.seq, a.head_hash) not in in_db:
+            return replace(
+                verdict, ok=False, first_broken_seq=a.seq,
+                reason=f"the checkpoint of row {a.seq} is anchored outside the database but "
+                "missing or different in it",
+            )  # fmt: skip
+    return verdict
+
+
 def _chain(
-    rows: Iterable[Row], checkpoints: list[Checkpoint], trusted: dict[str, Ed25519PublicKey]
+    rows: Iterable[Row],
+    checkpoints: list[Checkpoint],
+    trusted: dict[str, Ed25519PublicKey],
+    prev: str = GENESIS,
+    first_seq: int = 1,
 ) -> Verdict:
     by_seq = {c.seq: c for c in checkpoints}
-    prev, expected_seq, count, verified = GENESIS, 1, 0, 0
+    expected_seq, count, verified = first_seq, 0, 0
     for row in rows:
         count += 1
         if row.seq != expected_seq:

@@ -61,6 +61,7 @@ async def test_the_projection_serves_its_lag_and_a_verification_that_catches_tam
         "SAFETY_MONITOR_AUDIT_PROJECTION_PORT": str(port),
         "SAFETY_MONITOR_AUDIT_VERIFY_EVERY_S": "1",
         "SAFETY_MONITOR_AUDIT_LAG_EVERY_S": "0.3",
+        "SAFETY_MONITOR_AUDIT_CHECKPOINT_EVERY": "10",  # anchored at rows 10, 20, 30
     }
     builder = a_participant("OPS-001").enrolled().dosed()
     for n in range(30):
@@ -100,12 +101,24 @@ async def test_the_projection_serves_its_lag_and_a_verification_that_catches_tam
         assert _metric(text, "safety_monitor_audit_head_seq") == len(events)
         assert (_metric(text, "safety_monitor_audit_last_processed_age_seconds") or -1) >= 0
 
-        # someone with the database file edits a lab in place (no key to re-sign with)
+        # after the whole chain at start, the schedule verifies the newest segment only: from
+        # the newest checkpoint anchored outside the database
+        def newest_rows() -> float:
+            return (
+                _metric(metrics(), 'safety_monitor_audit_chain_verified_rows{scope="newest"}') or 0
+            )
+
+        await _until(
+            lambda: 0 < newest_rows() < len(events), "a verification of the newest segment"
+        )
+        assert _metric(metrics(), "safety_monitor_audit_chain_verified") == 1
+
+        # someone with the database file edits the newest lab in place (no key to re-sign with)
         with sqlite3.connect(db) as conn:
             for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
                 conn.execute(f"DROP TRIGGER {name}")
             conn.execute(
-                "UPDATE audit_log SET canonical=replace(canonical, '\"value\":105', '\"value\":15')"
+                "UPDATE audit_log SET canonical=replace(canonical, '\"value\":129', '\"value\":29')"
             )
         await _until(
             lambda: _metric(metrics(), "safety_monitor_audit_chain_verified") == 0,

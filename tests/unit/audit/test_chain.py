@@ -6,7 +6,16 @@ from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from services.audit.domain.chain import GENESIS, Row, key_id, row_hash, sign, verify
+from services.audit.domain.chain import (
+    GENESIS,
+    Row,
+    key_id,
+    row_hash,
+    segment_start,
+    sign,
+    verify,
+    verify_segment,
+)
 
 KEY = Ed25519PrivateKey.generate()
 TRUSTED = {key_id(KEY.public_key()): KEY.public_key()}
@@ -84,3 +93,49 @@ def test_anchors_outside_the_database_catch_a_cut_an_emptied_log_and_lost_checkp
     # rows appended after the newest checkpoint are reported, not failed
     tail = verify(rows, checkpoints[:1], TRUSTED, anchored[:1])
     assert tail.ok and tail.unsigned_tail == 3
+
+
+def _rehashed(rows: list[Row], start: int) -> list[Row]:
+    """What someone with the database but not the key does: edit row `start`, recompute after."""
+    out, prev = list(rows[: start - 1]), rows[start - 2].hash if start > 1 else GENESIS
+    for r in rows[start - 1 :]:
+        canonical = '{"n":-1}' if r.seq == start else r.canonical
+        h = row_hash(prev, r.seq, r.topic, r.partition, r.offset, r.event_id, canonical)
+        out.append(replace(r, canonical=canonical, prev_hash=prev, hash=h))
+        prev = h
+    return out
+
+
+def test_the_newest_segment_is_verified_from_the_newest_anchored_checkpoint() -> None:
+    rows = chain(30)
+    checkpoints = [sign(KEY, s, rows[s - 1].hash) for s in (10, 20, 30)]
+    anchored = checkpoints[:2]  # 30 is not anchored yet
+    start = segment_start(checkpoints, anchored)
+    assert start == 20  # the newest anchored one below the newest
+    assert segment_start(checkpoints[:1], anchored[:1]) is None  # only the newest: whole chain
+    segment = rows[start - 1 :]
+    verdict = verify_segment(segment, checkpoints, TRUSTED, anchored, start)
+    assert verdict.ok and verdict.rows == 11 and verdict.checkpoints == 2
+
+    edited = list(segment)
+    edited[5] = replace(edited[5], canonical='{"n":999}')  # row 25
+    v = verify_segment(edited, checkpoints, TRUSTED, anchored, start)
+    assert (v.ok, v.first_broken_seq, v.reason) == (False, 25, "content does not match its hash")
+
+    # rewritten from row 20 on and its checkpoints re-signed by another key: the anchored hash
+    # of row 20 (outside the database) no longer matches
+    other = Ed25519PrivateKey.generate()
+    forged = _rehashed(rows, 20)
+    forged_checkpoints = [checkpoints[0]] + [sign(other, s, forged[s - 1].hash) for s in (20, 30)]
+    v = verify_segment(forged[19:], forged_checkpoints, TRUSTED, anchored, 20)
+    assert (v.ok, v.first_broken_seq) == (False, 20)
+
+    # the checkpoint of the segment's start deleted from the database
+    v = verify_segment(segment, [checkpoints[0], checkpoints[2]], TRUSTED, anchored, start)
+    assert (v.ok, v.first_broken_seq) == (False, 20)
+
+    # an edit before the segment is the whole verification's to find (it runs daily)
+    early = list(rows)
+    early[3] = replace(early[3], canonical='{"n":999}')
+    assert verify_segment(early[start - 1 :], checkpoints, TRUSTED, anchored, start).ok
+    assert not verify(early, checkpoints, TRUSTED, anchored).ok
