@@ -15,10 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
+from contracts import AlertRaised
 from services.audit.adapters.store import AuditStore, TokenStore
 from services.audit.api import create_app
 from services.audit.rebuild import rebuild
 from services.cli import _pdf
+from services.safety_rules.evaluate import run
+from services.safety_rules.rules_config import load_rules
 from services.sample import demo_trial
 from tests.integration.audit.test_projection import TRUSTED, _tamper, caught_up
 from tests.integration.kafka_io import produce
@@ -26,9 +29,15 @@ from tests.integration.kafka_io import produce
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
 
 
+def demo_alerts() -> list[AlertRaised]:
+    """The alerts the rules raise on the demo trial (the worker's engine, offline)."""
+    return run(list(demo_trial()), load_rules(), as_of=None)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 async def dsmb(kafka: str, audit_store: AuditStore) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     await produce(kafka, list(demo_trial()))
+    await produce(kafka, demo_alerts())  # what the rules worker puts on safety.alerts for it
     await caught_up(kafka, audit_store)
     _, token = await TokenStore(audit_store).add("dsmb-chair")
     app = create_app(audit_store, TRUSTED)
@@ -107,6 +116,28 @@ async def test_timeline_registers_and_verify(dsmb: tuple[httpx.AsyncClient, str]
     }
     verify = await client.get("/audit/verify", headers=bearer(token))
     assert verify.status_code == 200 and verify.json()["ok"] is True
+    # the alert register: every alert the rules raised on this trial, with its status
+    raised = {str(a.alert_id): a for a in demo_alerts()}
+    assert len(raised) >= 5  # the fixture raises alerts: an empty register fails here
+    items = (await client.get("/alerts", headers=bearer(token))).json()["items"]
+    register = {i["alert_id"]: i for i in items if i["alert_id"] in raised}
+    assert register.keys() == raised.keys()
+    assert {(i["participant_id"], i["rule_id"]) for i in register.values()} >= {
+        ("DN-004", "creatinine.aki"),
+        ("DN-005", "sae.reported"),
+        ("DN-005", "susar.clock"),
+        ("DN-007", "dose.deviation"),
+    }
+    sae = next(i for i in register.values() if i["rule_id"] == "sae.reported")
+    assert sae["severity"] == "critical" and sae["status"] == "raised" and sae["due_by"]
+    assert sae["acknowledged_at"] is None  # nobody has acknowledged it yet
+    critical = (
+        await client.get("/alerts", params={"severity": "critical"}, headers=bearer(token))
+    ).json()["items"]
+    assert all(i["severity"] == "critical" for i in critical)
+    assert {i["alert_id"] for i in critical} >= {
+        k for k, a in raised.items() if a.severity.value == "critical"
+    }
 
 
 async def test_exports_stream_csv_and_ndjson(dsmb: tuple[httpx.AsyncClient, str]) -> None:
