@@ -388,7 +388,7 @@ def run(settings: KafkaSettings, once: bool = True) -> int:
         for proc in (notifier, ingest, worker):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(60)
-        if once:
+        if once or sys.exc_info()[0] is not None:  # a failed story serves nothing: all stop
             smtp.stop()
     for topic in CATALOG:
         if topic is AUDIT_CHECKPOINTS:
