@@ -239,14 +239,19 @@ async def test_any_bytes_are_dead_lettered_whole_and_a_letter_past_the_limit_poi
 async def test_a_dead_letter_that_cannot_be_written_stops_the_partition_instead_of_skipping(
     kafka: str, tmp_path: Path
 ) -> None:
-    pid, app_id = unique("DW"), unique("rules")
+    # Its own events topic: on trial.events this worker (a new group) read every earlier test's
+    # events, other poison among them, each stuck in backoff while letters could not be written,
+    # and under CI's load the letter awaited here once came later than 90 s.
+    pid, app_id, topic = unique("DW"), unique("rules"), f"events.{uuid.uuid4().hex[:8]}"
+    await create_topics(kafka, (Topic(topic, "this test's trial.events", "participant_id", (), 2),))
     store = RulesStore(f"sqlite+aiosqlite:///{tmp_path / app_id}.db", app_id)
-    worker = Worker(kafka, app_id, tmp_path)
+    worker = Worker(kafka, app_id, tmp_path, extra_env={"SAFETY_MONITOR_EVENTS_TOPIC": topic})
     try:
         worker.wait_ready()
         async with topic_config(kafka, "trial.dead-letter", {"max.message.bytes": "100"}):
-            poison = await produce_raw(kafka, "trial.events", pid.encode(), b'{"not": "event"}')
-            await produce(kafka, a_participant(pid).enrolled().dosed(cells_per_kg=2e6).events())
+            poison = await produce_raw(kafka, topic, pid.encode(), b'{"not": "event"}')
+            for e in a_participant(pid).enrolled().dosed(cells_per_kg=2e6).events():
+                await produce_raw(kafka, topic, key_for(e), encode(e))
             await until(lambda: worker.metric("safety_monitor_rules_batch_failures_total") >= 2)
             assert worker.get("/readyz")[0] == 503
             # nothing committed past the message whose letter could not be written
