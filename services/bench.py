@@ -640,21 +640,11 @@ class Bench:
     # -- ingest and end to end ---------------------------------------------------------------
 
     def start_ingest(self) -> tuple[Service, str]:
-        from services.ingest.bootstrap import build
-        from services.ingest.domain.policy import Role
+        from services.demo import admin_key
         from services.ingest.settings import IngestSettings
 
         url = f"sqlite+aiosqlite:///{self.home / 'ingest.db'}"
-        parts = build(IngestSettings(kafka_bootstrap=self.bootstrap, ingest_database_url=url))
-
-        async def admin_key() -> str:
-            await parts.store.create()
-            try:
-                return (await parts.store.add_key(Role.ADMIN, None))[1]
-            finally:
-                await parts.store.close()
-
-        key = asyncio.run(admin_key())
+        key = admin_key(IngestSettings(kafka_bootstrap=self.bootstrap, ingest_database_url=url))
         port = free_port()
         env = {
             "SAFETY_MONITOR_KAFKA_BOOTSTRAP": self.bootstrap,

@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -51,6 +50,7 @@ from services.audit.keys import trusted_keys
 from services.audit.projection import LagProbe
 from services.audit.report import render_report
 from services.audit.settings import AuditSettings
+from services.bench import free_port
 from services.ingest.bootstrap import build as build_ingest
 from services.ingest.domain.policy import Role
 from services.ingest.settings import IngestSettings
@@ -126,8 +126,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, name: str, timeout_s: f
     raise RuntimeError(f"the {name} was not ready in time; see .local/{name}.log")
 
 
-def _admin_key() -> str:
-    parts = build_ingest(IngestSettings())
+def admin_key(settings: IngestSettings | None = None) -> str:
+    """A new admin API key in the ingest database `settings` name (created if need be)."""
+    parts = build_ingest(settings or IngestSettings())
 
     async def make() -> str:
         await parts.store.create()
@@ -268,12 +269,6 @@ def _told(sink: SmtpSink, home: Path) -> set[str]:
     return sink.alert_ids | {r[0] for r in rows}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 TICK = "SAFETY_MONITOR_RULES_TICK_SECONDS"
 
 
@@ -310,7 +305,7 @@ def run(settings: KafkaSettings, once: bool = True) -> int:
     # that the next chapter brings); the worker is restarted with a short tick after it
     worker = _start("rules-worker", ["rules", "worker"], {**worker_env, TICK: "3600"}, home)
     ingest = _start("ingest", ["ingest", "serve", "--port", str(INGEST_PORT)], env, home)
-    sink, smtp_port, officer = SmtpSink(), _free_port(), secrets.token_urlsafe(12)
+    sink, smtp_port, officer = SmtpSink(), free_port(), secrets.token_urlsafe(12)
     smtp = Controller(sink, hostname="127.0.0.1", port=smtp_port)
     smtp.start()
     (home / "demo-routes.yaml").write_text(DEMO_ROUTES)
@@ -331,7 +326,7 @@ def run(settings: KafkaSettings, once: bool = True) -> int:
         _wait_ready(ingest, f"http://127.0.0.1:{INGEST_PORT}/readyz", "ingest")
         print(f"[demo] rules worker ready: http://127.0.0.1:{WORKER_PORT}/metrics")
         print(f"[demo] ingest ready: http://127.0.0.1:{INGEST_PORT}/docs")
-        key, rules = _admin_key(), load_rules()
+        key, rules = admin_key(), load_rules()
         chapters = story()
         trial = [e for c in chapters for e in c.events]
         started, outcomes, shown = time.monotonic(), Counter[str](), set[str]()

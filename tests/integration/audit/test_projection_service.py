@@ -16,11 +16,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import free_port, launcher_in
 from tests.integration.kafka_io import produce
 from tests.unit.safety_rules.builders import a_participant
 
-pytestmark = __import__("pytest").mark.integration
+pytestmark = pytest.mark.integration
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
