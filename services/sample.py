@@ -390,9 +390,24 @@ def story(participants: int = 10) -> list[Chapter]:
             events.append(lab(p, f"{visit}-creatinine", at, "creatinine", value, "mg/dL", visit))
             uacr = (180.0 + 10 * i) * (2.4 if (p == "DN-003" and visit == "M6") else 1.02)
             events.append(lab(p, f"{visit}-uacr", at, "uacr", round(uacr, 1), "mg/g", visit))
-            if visit == "M1":
-                tnf = 31.0 if p == "DN-006" else 12.5
-                events.append(lab(p, "M1-tnf", at, "tnf_alpha", tnf, "pg/mL", visit))
+            tnf = 31.0 if (p == "DN-006" and visit == "M1") else 12.5
+            events.append(lab(p, f"{visit}-tnf", at, "tnf_alpha", tnf, "pg/mL", visit))
+            events.append(lab(p, f"{visit}-il10", at, "il_10", 6.5, "pg/mL", visit))
+            if p == "DN-003" and visit == "M3":
+                # a report that says neither local nor systemic, causality still open: the DSMB
+                # report counts it as "not recorded" and "not assessed"
+                events.append(
+                    AeReported(
+                        **env(p, "ae-1", at),
+                        ae_id="AE-1",
+                        term="Fatigue",
+                        onset_date=_day(at, -3),
+                        ctcae_grade=1,
+                        serious=False,
+                        relatedness="not_assessed",
+                        outcome="recovering",
+                    )
+                )
             if p == "DN-002" and visit == "M3":
                 events.append(lab(p, "M3-egfr", at, "egfr", 95.0, "mL/min/1.73m2", visit))
             if p == "DN-002" and visit == "M1":

@@ -159,6 +159,9 @@ rm_aes = Table(
     Column("locality", String(20), nullable=True),
     Column("outcome", String(30), nullable=False),
     Column("versions", Integer, nullable=False),
+    Column("source", String(20), nullable=True),  # api, fhir, sdtm: what the source could say
+    Column("aware_at", DateTime(timezone=True), nullable=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=True),
 )
 rm_alerts = Table(
     "rm_alerts",
@@ -169,8 +172,10 @@ rm_alerts = Table(
     Column("severity", String(20), nullable=True),
     Column("participant_id", String(64), nullable=True),
     Column("title", String(300), nullable=True),
-    Column("raised_at", DateTime(timezone=True), nullable=True),
+    Column("raised_at", DateTime(timezone=True), nullable=True),  # the trigger's clinical time
+    Column("recorded_at", DateTime(timezone=True), nullable=True),  # when the worker raised it
     Column("due_by", DateTime(timezone=True), nullable=True),
+    Column("facts", Text, nullable=True),  # JSON: the measured values, awareness, the AE's id
     Column("status", String(20), nullable=False),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     Column("acknowledged_at", DateTime(timezone=True), nullable=True),

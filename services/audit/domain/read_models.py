@@ -169,6 +169,9 @@ def _ae(e: AeReported | AeUpdated) -> list[Change]:
         "expectedness": e.expectedness.value if e.expectedness else None,
         "locality": e.local_or_systemic.value if e.local_or_systemic else None,
         "outcome": e.outcome.value,
+        "source": e.source.value,
+        "aware_at": e.aware_at,
+        "recorded_at": e.recorded_at,
     }
     key = {"participant_id": e.participant_id, "ae_id": e.ae_id}
     return [
@@ -187,7 +190,9 @@ _ALERT_DEFAULTS: dict[str, Any] = {
     "participant_id": None,
     "title": None,
     "raised_at": None,
+    "recorded_at": None,
     "due_by": None,
+    "facts": None,
     "status": "raised",
     "delivered_at": None,
     "acknowledged_at": None,
@@ -225,7 +230,9 @@ def _(e: AlertRaised) -> list[Change]:
                 "participant_id": e.participant_id,
                 "title": e.title,
                 "raised_at": e.occurred_at,
+                "recorded_at": e.recorded_at,
                 "due_by": e.due_by,
+                "facts": json.dumps(e.facts, sort_keys=True),
             },
             how="merge",
             defaults=_ALERT_DEFAULTS,

@@ -15,6 +15,8 @@ class Summary:
     median: float | None
     q1: float | None
     q3: float | None
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 def summarise(values: list[float]) -> Summary:
@@ -26,4 +28,13 @@ def summarise(values: list[float]) -> Summary:
         q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
     else:
         q1 = q3 = ordered[0]
-    return Summary(len(ordered), statistics.fmean(ordered), sd, statistics.median(ordered), q1, q3)
+    return Summary(
+        len(ordered),
+        statistics.fmean(ordered),
+        sd,
+        statistics.median(ordered),
+        q1,
+        q3,
+        ordered[0],
+        ordered[-1],
+    )

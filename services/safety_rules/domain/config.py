@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clinical.visits import PROTOCOL_WINDOWS
+
 
 class _Thresholds(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -77,14 +79,8 @@ class DoseRepeat(_Thresholds):
 
 
 class VisitOverdue(_Thresholds):
-    # visit -> (target day after the dose, +/- days)
-    windows: dict[str, tuple[int, int]] = {
-        "M1": (30, 7),
-        "M3": (91, 14),
-        "M6": (182, 14),
-        "M9": (273, 14),
-        "M12": (365, 14),
-    }
+    # visit -> (target day after the dose, +/- days); the report windows results by the same
+    windows: dict[str, tuple[int, int]] = Field(default_factory=lambda: dict(PROTOCOL_WINDOWS))
 
 
 class TrialStoppingRule(_Thresholds):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from contracts import ClinicalEvent
 from services.audit.adapters.store import AuditReader, AuditStore
-from services.audit.report import lab_series
+from services.audit.domain.outcomes import lab_series
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.engine import evaluate
 from services.safety_rules.domain.state import ParticipantState
@@ -36,7 +36,8 @@ async def report_egfr(url: str, pid: str, events: list[ClinicalEvent]) -> dict[d
         labs = await reader.table("rm_labs", participant_id=pid)
     finally:
         await store.close()
-    return {s.at: s.value for s in lab_series(participants, labs)[pid]["egfr_computed"]}
+    series = lab_series(participants, labs)[pid]["egfr"]
+    return {s.at: s.value for s in series if not s.censored}
 
 
 @settings(

@@ -5,7 +5,6 @@ the audit register shows it acknowledged."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,15 @@ from contracts import encode, key_for
 from contracts.topics import SAFETY_ALERTS
 from services.audit.adapters.store import AuditStore, Incoming
 from services.notifier.bootstrap import build
-from tests.conftest import free_port, unavailable
+from tests.conftest import free_port
+from tests.integration.browser import FLAGS, chromium_or_skip
 from tests.integration.kafka_io import produce_raw, wait_for
 from tests.integration.notifier.test_notifier import settings_for, unique_alert, unique_rule
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
-]  # fmt: skip
 
 
 @pytest.fixture
 def chromium() -> str:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        unavailable(f"{CHROMIUM} is not installed (Debian package chromium)")
-    return CHROMIUM
+    return chromium_or_skip()
 
 
 async def test_a_new_alert_appears_live_and_is_acknowledged_with_one_click(
