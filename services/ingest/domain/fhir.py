@@ -20,11 +20,27 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
-from services.ingest.domain.mapping import Mapped, Note, Rejection, RowError, stable_id
+from services.ingest.domain.mapping import (
+    Mapped,
+    Note,
+    Rejection,
+    RowError,
+    locality_of_site,
+    stable_id,
+)
 
 ACCEPTED_TYPES = ("transaction", "batch", "collection")
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
+# AdverseEvent has no local/systemic element in R4. Read, in this order: an extension whose url
+# ends in "ae-locality" (valueCode local|systemic, this project's); a body-site extension (R4's
+# openEHR-location, "the anatomical location where the symptoms manifested", or bodySite) with a
+# site local when at the injection (services/ingest/domain/mapping.locality_of_site); and
+# AdverseEvent.location, a place, which counts only when it names the injected kidney.
+BODY_SITE_EXTENSIONS = (
+    "http://hl7.org/fhir/StructureDefinition/openEHR-location",
+    "http://hl7.org/fhir/StructureDefinition/bodySite",
+)
 
 # LOINC -> analyte. eGFR codes of older equations are kept on the event so the DSMB knows which.
 ANALYTES = {
@@ -368,6 +384,7 @@ def adverse_event(b: _Bundle, r: dict[str, Any], notes: list[str]) -> list[dict[
             )
         relatedness = mapped
     aware_at = _awareness(r.get("detected"), b.ctx.zone, notes)
+    locality = _locality(r, notes)
     grade = _grade(r, notes)
     if outcome == "fatal":
         grade, criteria = 5, sorted({*criteria, "death"})
@@ -390,8 +407,31 @@ def adverse_event(b: _Bundle, r: dict[str, Any], notes: list[str]) -> list[dict[
             "relatedness": relatedness,
             "outcome": outcome,
             **({"aware_at": aware_at} if aware_at else {}),
+            **({"local_or_systemic": locality} if locality else {}),
         }
     ]
+
+
+def _locality(r: dict[str, Any], notes: list[str]) -> str | None:
+    extensions = r.get("extension") or []
+    for ext in extensions:
+        if str(ext.get("url", "")).lower().endswith("ae-locality"):
+            code = str(ext.get("valueCode") or "").lower()
+            if code in ("local", "systemic"):
+                return code
+            notes.append(f"extension(ae-locality) {code!r} is not local or systemic")
+    for ext in extensions:
+        if ext.get("url") in BODY_SITE_EXTENSIONS:
+            concept = ext.get("valueCodeableConcept")
+            text = _text(concept) or str((ext.get("valueReference") or {}).get("display") or "")
+            if text or _codes(concept):
+                return locality_of_site(text, _codes(concept))
+    place = str((r.get("location") or {}).get("display") or "")
+    if place and locality_of_site(place) == "local":
+        return "local"
+    if place:
+        notes.append(f"location {place!r} is a place, not the injected kidney: locality unknown")
+    return None
 
 
 _MAPPERS = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -95,3 +96,26 @@ def censored(value: str) -> tuple[str, float] | None:
     """('<', 0.2) for a text result such as '<0.2'."""
     m = _CENSORED.match(value or "")
     return (m.group(1), float(m.group(2))) if m else None
+
+
+# -- where an AE happened: local (at the injection) or systemic -------------------------------
+# The protocol gives one intra-renal injection: a local reaction is one at the injection, in or
+# around the injected kidney or the needle's way to it; an AE anywhere else is systemic.
+LOCAL_SITE_WORDS = ("kidney", "renal", "flank", "injection site", "puncture site",
+                    "administration site", "application site")  # fmt: skip
+SNOMED = "http://snomed.info/sct"
+LOCAL_SITE_SNOMED = {
+    "64033007": "Kidney structure",
+    "9846003": "Right kidney structure",
+    "18639004": "Left kidney structure",
+}
+LOCALITY_WORDS = {"local": "local", "l": "local", "systemic": "systemic", "s": "systemic"}
+
+
+def locality_of_site(text: str, codes: Iterable[tuple[str, str]] = ()) -> str:
+    """`local` for a body site at the injection (a kidney by SNOMED code or by name, the flank, the
+    injection or puncture site), else `systemic`: a site was named, and it is elsewhere."""
+    if any(system == SNOMED and code in LOCAL_SITE_SNOMED for system, code in codes):
+        return "local"
+    words = text.lower()
+    return "local" if any(w in words for w in LOCAL_SITE_WORDS) else "systemic"

@@ -8,6 +8,11 @@ Real exports disagree with themselves, and this says so rather than guessing:
 - Text results (<0.2) are kept as censored values (comparator + value) no numeric rule reads.
 - Tests the trial does not monitor are rejected with that reason, and counted.
 - Without AETOXGR, AESEV gives the grade (MILD 1, MODERATE 2, SEVERE 3; a fatal AE is grade 5).
+- Local or systemic: SDTM has no variable for it. The sponsor column AELOCSYS (LOCAL/SYSTEMIC,
+  or L/S) says it; else AELOC (the standard "location of event") names a body site, local when
+  it is at the injection (a kidney, the flank, the injection site), systemic elsewhere; else the
+  AE is accepted with its locality not recorded (the DSMB report counts those). An AELOCSYS it
+  cannot read is a Note, not a rejection: an AE is never lost for a descriptive field.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from datetime import tzinfo
 from typing import Any
 
 from services.ingest.domain.mapping import (
+    LOCALITY_WORDS,
     Mapped,
     Note,
     Rejection,
     RowError,
     censored,
     complete_datetime,
+    locality_of_site,
     number,
     partial_date,
     stable_id,
@@ -199,10 +206,27 @@ def ae(row: Row, zone: tzinfo, notes: list[str]) -> dict[str, Any]:
         raise RowError("AETERM", "is blank")
     if grade == 5 and "death" not in criteria:
         criteria = sorted({*criteria, "death"})
+    locality = _locality(row, notes)
     return {**_base(row, "AE", seq, at), "event_type": "ae.reported", "ae_id": f"AE-{seq}",
             "term": term, "onset_date": onset, "end_date": partial_date(_get(row, "AEENDTC")),
             "ctcae_grade": grade, "serious": bool(criteria), "seriousness_criteria": criteria,
-            "relatedness": relatedness, "outcome": outcome}  # fmt: skip
+            "relatedness": relatedness, "outcome": outcome,
+            **({"local_or_systemic": locality} if locality else {})}  # fmt: skip
+
+
+def _locality(row: Row, notes: list[str]) -> str | None:
+    said = _get(row, "AELOCSYS")
+    if said:
+        if said.lower() in LOCALITY_WORDS:
+            return LOCALITY_WORDS[said.lower()]
+        notes.append(f"AELOCSYS {said!r} is not LOCAL or SYSTEMIC: locality not recorded")
+        return None
+    site = _get(row, "AELOC")
+    if not site:
+        return None
+    locality = locality_of_site(site)
+    notes.append(f"locality {locality} from AELOC {site!r}")
+    return locality
 
 
 def ex(row: Row, zone: tzinfo, notes: list[str]) -> dict[str, Any]:

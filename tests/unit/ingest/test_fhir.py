@@ -159,3 +159,45 @@ def test_synthea_bundles_give_their_kidney_labs(shared_data: Path, name: str, la
     assert len({w for w, _ in m.events} | {r.row for r in m.rejections}) == len(bundle["entry"])
     for _, body in m.events:
         parse_event({**body, **SERVER})
+
+
+OPENEHR = "http://hl7.org/fhir/StructureDefinition/openEHR-location"
+KIDNEY = {"coding": [{"system": "http://snomed.info/sct", "code": "18639004",
+                      "display": "Left kidney structure"}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extension", "location", "locality", "note"),
+    [
+        ({"url": OPENEHR, "valueCodeableConcept": KIDNEY}, None, "local", None),
+        ({"url": OPENEHR, "valueCodeableConcept": {"text": "left forearm"}}, None, "systemic",
+         None),
+        ({"url": "http://hl7.org/fhir/StructureDefinition/bodySite",
+          "valueReference": {"display": "Right flank, puncture site"}}, None, "local", None),
+        ({"url": "https://sponsor.example/fhir/StructureDefinition/ae-locality",
+          "valueCode": "systemic"}, None, "systemic", None),
+        (None, {"display": "Left kidney, lower pole"}, "local", None),
+        (None, {"display": "Radiology ward 3"}, None,
+         "location 'Radiology ward 3' is a place, not the injected kidney: locality unknown"),
+        (None, None, None, None),
+    ],
+)  # fmt: skip
+def test_locality_comes_from_a_body_site_extension_or_the_location(
+    extension: dict[str, Any] | None,
+    location: dict[str, Any] | None,
+    locality: str | None,
+    note: str | None,
+) -> None:
+    bundle = json.loads((DATA / "transaction-dn-201.json").read_text())
+    ae = next(e["resource"] for e in bundle["entry"] if e["resource"]["id"] == "ae-201-2")
+    if extension:
+        ae["extension"] = [extension]
+    if location:
+        ae["location"] = location
+    m = map_bundle(bundle, CTX)
+    (mapped,) = [e for where, e in m.events if "ae-201-2" in where]
+    assert mapped.get("local_or_systemic") == locality
+    notes = {n.note for n in m.notes if "ae-201-2" in n.row}
+    assert (note in notes) if note else not any("locality" in n for n in notes)
+    event = parse_event({**mapped, **SERVER})
+    assert (event.local_or_systemic.value if event.local_or_systemic else None) == locality  # type: ignore[union-attr]

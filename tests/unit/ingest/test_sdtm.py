@@ -147,3 +147,29 @@ def test_the_domain_comes_from_the_domain_column_or_the_file_name() -> None:
     assert domain_of("x.csv", {"DOMAIN": "LB"}) == "LB"
     assert domain_of("path/AE.xpt", None) == "AE"
     assert domain_of("vitals.csv", {"DOMAIN": "VS"}) is None
+
+
+@pytest.mark.parametrize(
+    ("columns", "locality", "note"),
+    [
+        ({"AELOCSYS": "LOCAL"}, "local", None),
+        ({"AELOCSYS": "systemic"}, "systemic", None),
+        ({"AELOCSYS": "S", "AELOC": "KIDNEY"}, "systemic", None),  # the sponsor column decides
+        ({"AELOC": "KIDNEY"}, "local", "locality local from AELOC 'KIDNEY'"),
+        ({"AELOC": "SKIN"}, "systemic", "locality systemic from AELOC 'SKIN'"),
+        ({"AELOCSYS": "BOTH"}, None,
+         "AELOCSYS 'BOTH' is not LOCAL or SYSTEMIC: locality not recorded"),
+        ({}, None, None),
+    ],
+)  # fmt: skip
+def test_locality_from_the_sponsor_column_aelocsys_else_aeloc(
+    columns: dict[str, str], locality: str | None, note: str | None
+) -> None:
+    with (DATA / "ae.csv").open() as f:
+        row = next(csv.DictReader(f))
+    m = map_rows("AE", [{**row, **columns}], UTC)
+    (event,) = events(m).values()  # accepted whatever the locality says: an AE is never lost
+    assert event.get("local_or_systemic") == locality
+    notes = {n.note for n in m.notes}
+    assert (note in notes) if note else not any("locality" in n.lower() for n in notes)
+    parse_event({**event, **SERVER})
