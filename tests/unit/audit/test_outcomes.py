@@ -28,7 +28,7 @@ UACR (mg/g), baseline on day -5:
     P1  20 (A1)   M1 day 31: 50 (+30)    M3 day 92: 400 (+380, A3)
     P2  100 (A2)  M1 day 29: 80 (-20)    M3 day 90: 120 (+20)
     P3  "<3"      M1 day 30: 10 (baseline censored)
-    P4  35 (A2)   M1 day 33: 35 (0)
+    P4  35 (A2)   day 33, no visit label (as a FHIR lab comes): 35 (0, M1 by its date)
   M1 changes 30, -20, 0: n 3, mean 3.333, SD sqrt(3800/3 / 2) = 25.166, median 0,
      IQR -10 to 15; excluded 1: baseline censored (P3).
   M3 changes 380, 20: n 2, mean 200, SD sqrt(64800) = 254.558, median 200, IQR 110 to 290.
@@ -123,7 +123,7 @@ LABS = [
     lab("P2", "uacr", -5, 100, "baseline"), lab("P2", "uacr", 29, 80, "M1"),
     lab("P2", "uacr", 90, 120, "M3"),
     lab("P3", "uacr", -5, 3, "baseline", "<"), lab("P3", "uacr", 30, 10, "M1"),
-    lab("P4", "uacr", -5, 35, "baseline"), lab("P4", "uacr", 33, 35, "M1"),
+    lab("P4", "uacr", -5, 35, "baseline"), lab("P4", "uacr", 33, 35, None),
 ]  # fmt: skip
 DOSES = {pid: p["dose_at"] for pid, p in PARTICIPANTS.items()}
 
