@@ -31,7 +31,7 @@ def build(settings: IngestSettings) -> IngestParts:
     url = settings.ingest_database_url
     if url.startswith("sqlite") and ":///" in url and not url.endswith(":memory:"):
         Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-    store = IngestStore(url)
+    store = IngestStore(url, key_cache_s=settings.ingest_key_cache_s)
     log = KafkaEventLog(settings.kafka_bootstrap, settings.ingest_kafka_timeout_s)
     metrics = IngestMetrics()
     acceptance = Acceptance(

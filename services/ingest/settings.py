@@ -31,3 +31,6 @@ class IngestSettings(BaseSettings):
     ingest_max_json_depth: int = Field(64, gt=0, description="Nesting of a request body")
     # SDTM dates have no time zone; they are read in this one (IANA name), and imports say so.
     ingest_site_timezone: str = "UTC"
+    # A valid API key is read from the database at most this often per process: a key revoked
+    # with `ingest keys --revoke` stops working within it (0: read on every request).
+    ingest_key_cache_s: float = Field(5.0, ge=0)

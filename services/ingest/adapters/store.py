@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -114,7 +115,7 @@ def _hash_key(secret: str) -> str:
 
 
 class IngestStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, key_cache_s: float = 5.0) -> None:
         self.engine: AsyncEngine = open_engine(url)
         if sqlite_path(url) is not None:
             sqlite_wal(self.engine)
@@ -122,6 +123,11 @@ class IngestStore:
         # writer); each request's outcome stays its own
         self.writes = GroupCommit(self.engine)
         self._sites: dict[str, str] = {}  # participant -> site, as read (see sites_of)
+        # valid keys, read at most every key_cache_s: a key revoked by another process (the
+        # CLI) stops working within that; one revoked here stops at once. Unknown keys are
+        # never cached (a guesser cannot fill the memory).
+        self.key_cache_s = key_cache_s
+        self._keys: dict[str, tuple[Principal, float]] = {}
 
     async def create(self) -> None:
         """Creates the tables once, however many processes start together on a new database."""
@@ -157,21 +163,28 @@ class IngestStore:
         return key_id, secret
 
     async def principal(self, secret: str) -> Principal | None:
+        digest = _hash_key(secret)
+        cached = self._keys.get(digest)
+        if cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
         async with self.engine.connect() as conn:
             row = (
-                await conn.execute(
-                    select(api_keys).where(api_keys.c.key_sha256 == _hash_key(secret))
-                )
+                await conn.execute(select(api_keys).where(api_keys.c.key_sha256 == digest))
             ).first()
         if row is None or row.revoked:
+            self._keys.pop(digest, None)
             return None
-        return Principal(key_id=row.key_id, role=Role(row.role), site_id=row.site_id)
+        who = Principal(key_id=row.key_id, role=Role(row.role), site_id=row.site_id)
+        if self.key_cache_s > 0:
+            self._keys[digest] = (who, time.monotonic() + self.key_cache_s)
+        return who
 
     async def revoke_key(self, key_id: str) -> bool:
         async with self.engine.begin() as conn:
             done = await conn.execute(
                 api_keys.update().where(api_keys.c.key_id == key_id).values(revoked=True)
             )
+        self._keys = {k: v for k, v in self._keys.items() if v[0].key_id != key_id}
         return bool(done.rowcount)
 
     # -- events -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -83,3 +84,20 @@ async def test_an_idempotency_key_remembers_the_first_answer(store: IngestStore)
     await store.remember("k1:batch", "sha-2", '{"accepted": 9}')
     assert await store.remembered("k1:batch") == ("sha-1", '{"accepted": 1}')
     assert await store.ping()
+
+
+async def test_a_key_revoked_by_another_process_stops_working_within_the_cache_time(
+    store: IngestStore, database_url: str
+) -> None:
+    serving = IngestStore(database_url, key_cache_s=0.2)  # the API process
+    try:
+        key_id, secret = await store.add_key(Role.SITE, "site-a")
+        assert await serving.principal(secret) is not None
+        assert await store.revoke_key(key_id)  # the CLI, another process
+        assert await serving.principal(secret) is not None  # the bounded window: cached
+        await asyncio.sleep(0.3)
+        assert await serving.principal(secret) is None
+        assert await serving.principal("not-a-key") is None
+        assert len(serving._keys) == 0  # neither the revoked nor the unknown key is kept
+    finally:
+        await serving.close()
