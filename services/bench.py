@@ -491,6 +491,9 @@ class Bench:
     participants: int
     rate: float = 1000.0
     latency_s: float = 10.0
+    # ingest scales out as processes on one PostgreSQL database (SQLite has one writer)
+    ingest_db: str | None = None
+    ingest_processes: int = 1
     results: dict[str, Any] = field(default_factory=dict)
     rss: dict[str, float] = field(default_factory=dict)
 
@@ -672,22 +675,32 @@ class Bench:
 
     # -- ingest and end to end ---------------------------------------------------------------
 
-    def start_ingest(self) -> tuple[Service, str]:
+    def start_ingest(self) -> tuple[list[Service], str]:
         from services.demo import admin_key
         from services.ingest.settings import IngestSettings
 
-        url = f"sqlite+aiosqlite:///{self.home / 'ingest.db'}"
+        url = self.ingest_db or f"sqlite+aiosqlite:///{self.home / 'ingest.db'}"
         key = admin_key(IngestSettings(kafka_bootstrap=self.bootstrap, ingest_database_url=url))
-        port = free_port()
         env = {
             "SAFETY_MONITOR_KAFKA_BOOTSTRAP": self.bootstrap,
             "SAFETY_MONITOR_INGEST_DATABASE_URL": url,
         }
-        s = Service("ingest", ["ingest", "serve", "--port", str(port)], env, self.home, port)
-        s.start().wait_ready()
-        return s, key
+        running = []
+        for n in range(self.ingest_processes):
+            port = free_port()
+            name = "ingest" if n == 0 else f"ingest-{n + 1}"
+            running.append(
+                Service(name, ["ingest", "serve", "--port", str(port)], env, self.home, port)
+            )
+        for s in running:
+            s.start()
+        for s in running:
+            s.wait_ready()
+        self.results["ingest.processes"] = self.ingest_processes
+        self.results["ingest.database"] = url.split(":", 1)[0].split("+", 1)[0]
+        return running, key
 
-    async def ingest(self, key: str, port: int) -> None:
+    async def ingest(self, key: str, ports: list[int]) -> None:
         # as many events as the backlog: a fifth one per request (16 clients), the rest by 100s
         people = trial("ING", max(20, self.events // 12), 12, seed=11)
         by_kind: dict[bool, list[bytes]] = {True: [], False: []}
@@ -699,7 +712,7 @@ class Bench:
         async def clients(n: int, batches: list[list[bytes]]) -> float:
             queue = list(reversed(batches))
 
-            async def one() -> None:
+            async def one(port: int) -> None:
                 async with _Http("127.0.0.1", port, {"X-API-Key": key}) as http:
                     while queue:
                         body = b"[" + b",".join(queue.pop()) + b"]"
@@ -708,7 +721,7 @@ class Bench:
                             raise RuntimeError(f"ingest answered {status}: {text[:300]!r}")
 
             started = time.perf_counter()
-            await asyncio.gather(*(one() for _ in range(n)))
+            await asyncio.gather(*(one(ports[i % len(ports)]) for i in range(n)))
             return time.perf_counter() - started
 
         await clients(4, [enrolments[i : i + 100] for i in range(0, len(enrolments), 100)])
@@ -889,6 +902,8 @@ def run(
     only: Sequence[str] = PHASES,
     rate: float = 1000.0,
     workdir: Path | None = None,
+    ingest_db: str | None = None,
+    ingest_processes: int = 1,
 ) -> int:
     from tqdm import tqdm
 
@@ -907,7 +922,15 @@ def run(
         steps = [p for p in PHASES if p in only]
         bar = tqdm(total=len(steps) + 1, desc="broker", unit="phase", file=sys.stderr)
         status = launcher.up()
-        bench = Bench(status.bootstrap, home, events, participants, rate=rate)
+        bench = Bench(
+            status.bootstrap,
+            home,
+            events,
+            participants,
+            rate=rate,
+            ingest_db=ingest_db,
+            ingest_processes=ingest_processes,
+        )
         bench.results["machine"] = machine(status.version)
         running: list[Service] = []
         try:
@@ -919,18 +942,19 @@ def run(
             if {"ingest", "e2e"} & set(steps):
                 # first, while safety.alerts is empty: a notifier starts from the topic's
                 # beginning and would email every alert the other phases raised
-                ingest, key = bench.start_ingest()
-                running.append(ingest)
+                ingests, key = bench.start_ingest()
+                running += ingests
                 if "e2e" in steps:
                     bar.set_description("ingest -> email")
-                    asyncio.run(bench.e2e(key, ingest.port or 0))
+                    asyncio.run(bench.e2e(key, ingests[0].port or 0))
                     bar.update()
                 if "ingest" in steps:
                     bar.set_description("ingest")
-                    asyncio.run(bench.ingest(key, ingest.port or 0))
+                    asyncio.run(bench.ingest(key, [s.port or 0 for s in ingests]))
                     bar.update()
-                ingest.stop()
-                bench.rss["ingest"] = ingest.peak_rss_mib
+                for s in ingests:
+                    s.stop()
+                    bench.rss[s.name] = s.peak_rss_mib
             w: Service | None = None
             if {"pipeline", "scale", "latency", "takeover"} & set(steps):
                 bar.set_description("backlog and ceiling")

@@ -571,7 +571,9 @@ def parser() -> argparse.ArgumentParser:
         "Starts its own broker and the real services, measures each phase, prints a table "
         "against the targets and writes JSON with the machine described.",
         ["safety-monitor bench", "safety-monitor bench --only pipeline,latency --events 60000",
-         "safety-monitor bench --only ingest,e2e --json ingest.json"],
+         "safety-monitor bench --only ingest,e2e --json ingest.json",
+         "safety-monitor bench --only ingest --ingest-processes 2 "
+         "--ingest-db postgresql+asyncpg://u:p@127.0.0.1/empty_db"],
     )  # fmt: skip
     bench.add_argument("--events", type=int, default=20_000, help="the backlog's size")
     bench.add_argument("--participants", type=int, default=2_500, help="the backlog's people")
@@ -581,6 +583,14 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--rate", type=float, default=1000.0, help="offered events/s (latency)")
     bench.add_argument("--workdir", type=Path, help="keep the services' logs and data here")
+    bench.add_argument(
+        "--ingest-db",
+        help="an empty database for ingest (postgresql+asyncpg://...); default: SQLite, workdir",
+    )
+    bench.add_argument(
+        "--ingest-processes", type=int, default=1,
+        help="ingest processes on that database, the clients spread over them (PostgreSQL only)",
+    )  # fmt: skip
     bench.set_defaults(func=_bench)
     return p
 
@@ -591,11 +601,20 @@ def _bench(args: argparse.Namespace) -> int:
 
     only = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = sorted(set(only) - set(PHASES))
-    if unknown or args.events < 1 or args.participants < 1:
-        why = f"unknown phase {unknown}" if unknown else "--events and --participants must be > 0"
+    why = None
+    if unknown:
+        why = f"unknown phase {unknown}"
+    elif args.events < 1 or args.participants < 1 or args.ingest_processes < 1:
+        why = "--events, --participants and --ingest-processes must be > 0"
+    elif args.ingest_processes > 1 and not (args.ingest_db or "").startswith("postgresql"):
+        why = "--ingest-processes > 1 needs --ingest-db postgresql+asyncpg://... (SQLite: 1 writer)"
+    if why:
         print(f"safety-monitor bench: {why}", file=sys.stderr)
         return 2
-    return bench.run(args.events, args.participants, args.json, only, args.rate, args.workdir)
+    return bench.run(
+        args.events, args.participants, args.json, only, args.rate, args.workdir,
+        ingest_db=args.ingest_db, ingest_processes=args.ingest_processes,
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,3 +52,10 @@ def test_every_example_in_every_jobs_help_is_accepted_by_the_command() -> None:
                 continue
             assert words[0] == "safety-monitor" and words[1] == name, line
             parser().parse_args(words[1:])  # raises SystemExit(2) if the example is wrong
+
+
+def test_bench_refuses_several_ingest_processes_on_sqlite(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["bench", "--only", "ingest", "--ingest-processes", "2"]) == 2
+    assert "needs --ingest-db postgresql" in capsys.readouterr().err
