@@ -10,9 +10,7 @@ decides).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
-
-from clinical.age import clinical_date
+from datetime import date
 
 # visit -> (target day after the dose, +/- days)
 PROTOCOL_WINDOWS: dict[str, tuple[int, int]] = {
@@ -24,9 +22,10 @@ PROTOCOL_WINDOWS: dict[str, tuple[int, int]] = {
 }
 
 
-def study_day(at: datetime, first_dose_at: datetime) -> int:
-    """Whole days from the first dose to a sample, by the site's calendar (dose day = 0)."""
-    return (clinical_date(at) - clinical_date(first_dose_at)).days
+def study_day(on: date, first_dose_on: date) -> int:
+    """Whole days from the first dose to a sample, both dates at the site (clinical.age's
+    clinical_date of each time as the site wrote it): the dose day is day 0."""
+    return (on - first_dose_on).days
 
 
 def visit_for_day(

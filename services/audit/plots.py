@@ -19,8 +19,8 @@ from matplotlib import rcParams
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from clinical.visits import PROTOCOL_WINDOWS, study_day
-from services.audit.domain.outcomes import MEASURES, MeasureOutcome, Sample
+from clinical.visits import PROTOCOL_WINDOWS
+from services.audit.domain.outcomes import MEASURES, FirstDose, MeasureOutcome, Sample
 
 rcParams["svg.fonttype"] = "none"  # text as <text>, not paths
 rcParams["font.family"] = ["DejaVu Sans", "sans-serif"]
@@ -77,22 +77,22 @@ def _panel(
     pid: str,
     measure: str,
     points: Sequence[Sample],
-    origin: datetime | None,
+    dose: FirstDose | None,
     base: Sample | None,
     marks: Sequence[Mark],
 ) -> None:
     label, unit = MEASURES[measure]
     ax.set_title(f"{pid}: {label}", fontsize=9, loc="left")
-    ax.set_xlabel("Study day (days from the injection)" if origin else "Days from first result")
+    ax.set_xlabel("Study day (days from the injection)" if dose else "Days from first result")
     ax.set_ylabel(f"{label.split(',')[0]} ({unit})")
     if not points:
         ax.text(0.5, 0.5, "no result", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])
         return
-    zero = origin or points[0].at
+    zero = dose or FirstDose(points[0].at, points[0].sample_date or points[0].at.date())
 
-    def x(p: Sample | datetime) -> int:
-        return study_day(p.at if isinstance(p, Sample) else p, zero)
+    def x(p: Sample) -> int:
+        return p.day(zero)
 
     exact = [p for p in points if not p.censored]
     ax.plot([x(p) for p in exact], [p.value for p in exact], "o-", color=LINE, ms=3.5, lw=1.4,
@@ -115,7 +115,7 @@ def _panel(
             ax.axhline(y, color=THRESHOLD, ls=":", lw=0.9)
             ax.annotate(name, (1, y), xycoords=("axes fraction", "data"), ha="right",
                         va="bottom", fontsize=6.5, color="#555")  # fmt: skip
-    if origin is not None:
+    if dose is not None:
         for visit, (target, _) in PROTOCOL_WINDOWS.items():
             ax.axvline(target, color="#dddddd", lw=0.6, zorder=0)
             ax.annotate(visit, (target, 0), xycoords=("data", "axes fraction"), ha="center",
@@ -134,7 +134,7 @@ def _panel(
 def participant_figure(
     pid: str,
     series: Mapping[str, Sequence[Sample]],
-    dose_at: datetime | None,
+    dose: FirstDose | None,
     baselines: Mapping[str, Sample | None],
     marks: Sequence[Mark],
     rules: Mapping[str, str] = ALERT_PANEL,
@@ -146,7 +146,7 @@ def participant_figure(
     axes = fig.subplots(1, len(PANELS))
     for ax, measure in zip(axes, PANELS, strict=True):
         mine = [m for m in marks if rules.get(m.rule_id) == measure]
-        _panel(ax, pid, measure, series.get(measure, []), dose_at, baselines.get(measure), mine)
+        _panel(ax, pid, measure, series.get(measure, []), dose, baselines.get(measure), mine)
     return _svg(fig, f"participant-{pid}")
 
 

@@ -116,6 +116,7 @@ rm_participants = Table(
     # the enrolment's date at the site (clinical.age counts whole years in the site's calendar)
     Column("enrolled_on", String(10), nullable=True),
     Column("dose_at", DateTime(timezone=True), nullable=True),  # the first dose
+    Column("dose_on", String(10), nullable=True),  # its date at the site: study day 0
     Column("cells_per_kg", Float, nullable=True),
     Column("weight_kg", Float, nullable=True),
 )

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from clinical.age import age_on
 from clinical.baseline import choose_baseline
@@ -56,6 +56,13 @@ def _day(v: Any) -> date | None:
     return date.fromisoformat(v) if v else None
 
 
+class FirstDose(NamedTuple):
+    """The protocol's one injection: when (the baseline's cut) and its date at the site (day 0)."""
+
+    at: datetime
+    on: date
+
+
 @dataclass(frozen=True)
 class Sample:
     at: datetime
@@ -71,6 +78,10 @@ class Sample:
     @property
     def text(self) -> str:
         return f"{self.comparator or ''}{self.value:.3g}"
+
+    def day(self, dose: FirstDose) -> int:
+        """Its study day: days from the injection, by the site's calendar."""
+        return study_day(self.sample_date or self.at.date(), dose.on)
 
 
 def _age(p: Row, lab: Row, at: datetime) -> int | None:
@@ -125,6 +136,13 @@ def lab_series(
     return out
 
 
+def first_dose(p: Row) -> FirstDose | None:
+    at = utc(p["dose_at"])
+    if at is None:
+        return None
+    return FirstDose(at, _day(p.get("dose_on")) or at.date())  # an older row: its UTC date
+
+
 # -- change from baseline by visit ------------------------------------------------------------
 class Excluded(StrEnum):
     """Why a result is not in a visit's summary, as the report prints it."""
@@ -163,13 +181,13 @@ class MeasureOutcome:
     unplaced: Counter[Excluded]  # results with no visit: outside every window, unlabelled
 
 
-def baseline_of(points: list[Sample], dose_at: datetime | None) -> Sample | None:
-    return choose_baseline(points, dose_at)
+def baseline_of(points: list[Sample], dose: FirstDose | None) -> Sample | None:
+    return choose_baseline(points, dose.at if dose else None)
 
 
 def change_from_baseline(
     series: Mapping[str, Mapping[str, list[Sample]]],
-    doses: Mapping[str, datetime | None],
+    doses: Mapping[str, FirstDose | None],
     measure: str,
     windows: Mapping[str, tuple[int, int]] = PROTOCOL_WINDOWS,
 ) -> MeasureOutcome:
@@ -186,13 +204,13 @@ def change_from_baseline(
         baselines[pid] = base
         candidates: dict[str, list[tuple[tuple[int, bool, float], Sample]]] = defaultdict(list)
         for p in points:
-            if p is base or (dose is not None and p.at <= dose) or p.visit == "baseline":
+            if p is base or (dose is not None and p.at <= dose.at) or p.visit == "baseline":
                 continue  # the baseline period
             hinted = p.visit if p.visit in cells else None
             if dose is None:
                 (cells[hinted].excluded if hinted else unplaced)[Excluded.NO_DOSE] += 1
                 continue
-            day = study_day(p.at, dose)
+            day = p.day(dose)
             visit = visit_for_day(day, windows, hint=p.visit)
             if visit is None:
                 (cells[hinted].excluded if hinted else unplaced)[Excluded.OUTSIDE] += 1
@@ -234,7 +252,7 @@ class Shift:
 
 def shift_table(
     series: Mapping[str, Mapping[str, list[Sample]]],
-    doses: Mapping[str, datetime | None],
+    doses: Mapping[str, FirstDose | None],
     measure: str,
 ) -> Shift:
     cat: Callable[[float], str]
@@ -247,7 +265,7 @@ def shift_table(
             continue
         dose = doses.get(pid)
         base = baseline_of(points, dose)
-        after = [p for p in points if dose is not None and p.at > dose and p is not base]
+        after = [p for p in points if dose is not None and p.at > dose.at and p is not base]
         if base is None:
             missing["no baseline"] += 1
         elif base.censored:
@@ -421,7 +439,7 @@ class Outcomes:
     dosed: int
     sites: dict[str, int]  # site -> participants enrolled
     series: dict[str, dict[str, list[Sample]]]
-    doses: dict[str, datetime | None]
+    doses: dict[str, FirstDose | None]
     measures: list[MeasureOutcome]
     shifts: dict[str, Shift]
     aes: AeSummary
@@ -440,7 +458,7 @@ def outcomes(
     """Every number of the report from the read models as of the data cut-off."""
     people = {p["participant_id"]: p for p in participants}
     enrolled = [p for p in participants if p["enrolled_at"] is not None]
-    doses = {pid: utc(p["dose_at"]) for pid, p in people.items()}
+    doses = {pid: first_dose(p) for pid, p in people.items()}
     series = lab_series(people, labs)
     return Outcomes(
         cutoff=cutoff,

@@ -66,7 +66,12 @@ def _(e: ParticipantEnrolled) -> list[Change]:
                 "enrolled_on": clinical_date(e.enrolled_at).isoformat(),
             },
             how="merge",
-            defaults={"dose_at": None, "cells_per_kg": None, "weight_kg": e.weight_kg},
+            defaults={
+                "dose_at": None,
+                "dose_on": None,
+                "cells_per_kg": None,
+                "weight_kg": e.weight_kg,
+            },
         )
     ]
 
@@ -77,7 +82,12 @@ def _(e: DoseAdministered) -> list[Change]:
         Change(
             "rm_participants",
             {"participant_id": e.participant_id},
-            {"dose_at": e.occurred_at, "cells_per_kg": e.cells_per_kg, "weight_kg": e.weight_kg},
+            {
+                "dose_at": e.occurred_at,
+                "dose_on": clinical_date(e.occurred_at).isoformat(),  # study day 0, at the site
+                "cells_per_kg": e.cells_per_kg,
+                "weight_kg": e.weight_kg,
+            },
             # the protocol's one injection: a second dose never moves the anchor (dose.repeat)
             how="earliest",
             earliest="dose_at",

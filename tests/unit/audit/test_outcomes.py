@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -64,6 +64,7 @@ from services.audit.domain.outcomes import (
     alert_response,
     change_from_baseline,
     clocks,
+    first_dose,
     lab_series,
     shift_table,
 )
@@ -85,6 +86,7 @@ def person(pid: str, *, dosed: bool = True) -> dict[str, Any]:
         "enrolled_at": datetime(2025, 12, 20, tzinfo=UTC),
         "enrolled_on": "2025-12-20",
         "dose_at": DOSE if dosed else None,
+        "dose_on": DOSE.date().isoformat() if dosed else None,
     }
 
 
@@ -125,7 +127,7 @@ LABS = [
     lab("P3", "uacr", -5, 3, "baseline", "<"), lab("P3", "uacr", 30, 10, "M1"),
     lab("P4", "uacr", -5, 35, "baseline"), lab("P4", "uacr", 33, 35, None),
 ]  # fmt: skip
-DOSES = {pid: p["dose_at"] for pid, p in PARTICIPANTS.items()}
+DOSES = {pid: first_dose(p) for pid, p in PARTICIPANTS.items()}
 
 
 def ae(pid: str, ae_id: str, grade: int, serious: bool, relatedness: str, locality: str | None,
@@ -319,3 +321,20 @@ def test_alert_response_counts_hours_from_raised_to_acknowledged() -> None:
     sae = by_rule["sae.reported"]
     assert (sae.acknowledged, sae.hours_to_ack.median, sae.hours_to_ack.q3) == (2, 15.5, 17.75)
     assert by_rule["susar.clock"].hours_to_ack.n == 0
+
+
+def test_the_study_day_counts_in_the_sites_calendar() -> None:
+    """A site at UTC+7 injects on 10 January at 09:00 and samples on 17 February at 06:00 (22:59
+    on the 16th in UTC): day 38 at the site, outside M1 (23-37), though day 37 in UTC."""
+    seven = timezone(timedelta(hours=7))
+    dosed_at = datetime(2026, 1, 10, 9, 0, tzinfo=seven)
+    taken = datetime(2026, 2, 17, 6, 0, tzinfo=seven)
+    p = {**person("S1"), "dose_at": dosed_at.astimezone(UTC), "dose_on": "2026-01-10"}
+    rows = [
+        {**lab("S1", "uacr", -5, 20, "baseline")},
+        {**lab("S1", "uacr", 0, 50, None), "occurred_at": taken.astimezone(UTC),
+         "sample_date": "2026-02-17"},
+    ]  # fmt: skip
+    out = change_from_baseline(lab_series({"S1": p}, rows), {"S1": first_dose(p)}, "uacr")
+    assert out.cells["M1"].summary.n == 0
+    assert out.unplaced == {Excluded.OUTSIDE: 1}

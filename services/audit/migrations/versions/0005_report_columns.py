@@ -1,5 +1,6 @@
 """What the DSMB report's compliance and locality tables read: an alert's raise time (the
-worker's, not the trigger's clinical time) and facts, an AE's source, awareness and entry time.
+worker's, not the trigger's clinical time) and facts, an AE's source, awareness and entry time,
+and the first dose's date at the site (study day 0).
 
 Revision ID: 0005
 Revises: 0004
@@ -19,6 +20,7 @@ _COLUMNS = (
     ("rm_aes", "source", sa.String(20)),
     ("rm_aes", "aware_at", sa.DateTime(timezone=True)),
     ("rm_aes", "recorded_at", sa.DateTime(timezone=True)),
+    ("rm_participants", "dose_on", sa.String(10)),
 )
 
 
