@@ -250,6 +250,20 @@ class Shift:
         return sum(self.counts.values())
 
 
+def proven_category(sample: Sample, cat: Callable[[float], str]) -> str | None:
+    """The KDIGO category a result proves: its own for an exact value; for a censored one, the
+    category when every value the bound allows falls in it (an eGFR `<15` is G5, a UACR `>300`
+    is A3), else None (an eGFR `<60` could be G3a or G5). Values are never negative."""
+    if not sample.censored:
+        return cat(sample.value)
+    bound = Bound.of(sample.value, sample.comparator)
+    step = max(abs(sample.value), 1.0) * 1e-6  # inside an open end
+    lo = bound.lo + step if bound.lo_open else bound.lo
+    hi = bound.hi - step if bound.hi_open else bound.hi
+    ends = {cat(lo), cat(min(hi, 1e9))}
+    return ends.pop() if len(ends) == 1 else None
+
+
 def shift_table(
     series: Mapping[str, Mapping[str, list[Sample]]],
     doses: Mapping[str, FirstDose | None],
@@ -268,14 +282,17 @@ def shift_table(
         after = [p for p in points if dose is not None and p.at > dose.at and p is not base]
         if base is None:
             missing["no baseline"] += 1
-        elif base.censored:
-            missing["baseline censored"] += 1
-        elif not after:
+            continue
+        if not after:
             missing["no result after the dose"] += 1
-        elif after[-1].censored:
-            missing["last result censored"] += 1
+            continue
+        start, end = proven_category(base, cat), proven_category(after[-1], cat)
+        if start is None:
+            missing["baseline censored across categories"] += 1
+        elif end is None:
+            missing["last result censored across categories"] += 1
         else:
-            counts[(cat(base.value), cat(after[-1].value))] += 1
+            counts[(start, end)] += 1
     return Shift(tuple(names), counts, missing)
 
 

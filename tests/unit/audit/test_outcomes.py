@@ -22,7 +22,7 @@ eGFR (mL/min/1.73 m2), baseline on day -5:
      excluded 1: censored (P3).
   Unplaced: 1 outside every window (P2 day 200).
   Shift, baseline -> last result after the dose: P1 G2 -> G3a (48), P2 G2 -> G3a (58),
-     P4 G1 -> G1; not classified: no baseline 2 (P5, P6), last result censored 1 (P3).
+     P4 G1 -> G1, P3 G3a -> G5 ("<15" proves G5); not classified: no baseline 2 (P5, P6).
 
 UACR (mg/g), baseline on day -5:
     P1  20 (A1)   M1 day 31: 50 (+30)    M3 day 92: 400 (+380, A3)
@@ -32,7 +32,7 @@ UACR (mg/g), baseline on day -5:
   M1 changes 30, -20, 0: n 3, mean 3.333, SD sqrt(3800/3 / 2) = 25.166, median 0,
      IQR -10 to 15; excluded 1: baseline censored (P3).
   M3 changes 380, 20: n 2, mean 200, SD sqrt(64800) = 254.558, median 200, IQR 110 to 290.
-  Shift: A1 -> A3 1 (P1), A2 -> A2 2 (P2, P4); not classified: baseline censored 1 (P3).
+  Shift: A1 -> A3 1 (P1), A2 -> A2 2 (P2, P4), A1 -> A1 1 (P3: "<3" proves A1, then 10).
 
 AEs (6 enrolled): P1 grade 2 related local (api) and grade 3 SAE, relatedness not assessed,
 systemic (api); P2 grade 1 not related, locality not recorded (fhir); P3 grade 5 fatal SAE,
@@ -58,14 +58,17 @@ from typing import Any
 
 import pytest
 
+from clinical.kdigo import a_category, g_category
 from services.audit.domain.outcomes import (
     Excluded,
+    Sample,
     ae_summary,
     alert_response,
     change_from_baseline,
     clocks,
     first_dose,
     lab_series,
+    proven_category,
     shift_table,
 )
 
@@ -261,12 +264,27 @@ def test_uacr_change_from_baseline(series: Any) -> None:
 
 def test_shift_tables_from_baseline_to_the_last_result(series: Any) -> None:
     g = shift_table(series, DOSES, "egfr")
-    assert dict(g.counts) == {("G2", "G3a"): 2, ("G1", "G1"): 1}
-    assert g.not_classified == {"no baseline": 2, "last result censored": 1}
+    assert dict(g.counts) == {("G2", "G3a"): 2, ("G1", "G1"): 1, ("G3a", "G5"): 1}
+    assert g.not_classified == {"no baseline": 2}
     a = shift_table(series, DOSES, "uacr")
-    assert dict(a.counts) == {("A1", "A3"): 1, ("A2", "A2"): 2}
-    assert a.not_classified == {"baseline censored": 1}
-    assert (g.n, a.n) == (3, 3)
+    assert dict(a.counts) == {("A1", "A3"): 1, ("A2", "A2"): 2, ("A1", "A1"): 1}
+    assert a.not_classified == {}
+    assert (g.n, a.n) == (4, 4)
+
+
+@pytest.mark.parametrize(
+    ("value", "comparator", "cat", "category"),
+    [
+        (15, "<", g_category, "G5"), (60, "<", g_category, None), (90, ">=", g_category, "G1"),
+        (89, ">", g_category, None), (300, ">", a_category, "A3"), (300, ">=", a_category, None),
+        (30, "<", a_category, "A1"), (30, "<=", a_category, None), (45, None, g_category, "G3a"),
+    ],
+)  # fmt: skip
+def test_a_censored_result_has_a_category_only_when_its_bound_proves_one(
+    value: float, comparator: str | None, cat: Any, category: str | None
+) -> None:
+    sample = Sample(DOSE, value, None, comparator)
+    assert proven_category(sample, cat) == category
 
 
 def test_ae_counts_and_percentages_and_locality_not_recorded() -> None:
