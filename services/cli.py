@@ -333,9 +333,14 @@ def _audit(args: argparse.Namespace) -> int:
                 token_id, secret = await tokens.add(args.name or "dsmb")
                 print(f"token_id: {token_id}\ntoken: {secret}\n(shown once; only its hash is kept)")
                 return 0
-            from services.audit.report import render_report
+            from services.audit.report import WhichTrial, render_report
 
-            Path(args.out).write_text(await render_report(AuditReader(store)))
+            try:
+                page = await render_report(AuditReader(store), trial_id=args.trial)
+            except WhichTrial as e:
+                print(f"safety-monitor report: --trial: {e}", file=sys.stderr)
+                return 2
+            Path(args.out).write_text(page)
             print(f"report written to {args.out}")
             if getattr(args, "pdf", None):
                 return _pdf(Path(args.out), Path(args.pdf))
@@ -511,10 +516,14 @@ def parser() -> argparse.ArgumentParser:
         sub, "report", "write the DSMB report (self-contained HTML)",
         "The DSMB report from the audit trail's read models: one HTML file, optionally a PDF.",
         ["safety-monitor report --out dsmb-2026-11.html",
-         "safety-monitor report --out dsmb.html --pdf dsmb.pdf"],
+         "safety-monitor report --out dsmb.html --pdf dsmb.pdf",
+         "safety-monitor report --trial UCMSC-DN-01 --out dsmb.html"],
     )  # fmt: skip
     report.add_argument("--out", default="report.html")
     report.add_argument("--pdf", help="also print it to this PDF with headless Chromium")
+    report.add_argument(
+        "--trial", help="the trial (needed when the trail holds several), e.g. UCMSC-DN-01"
+    )
     report.set_defaults(func=_report)
 
     notifier = _job(

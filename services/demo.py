@@ -56,7 +56,7 @@ from services.ingest.domain.policy import Role
 from services.ingest.settings import IngestSettings
 from services.safety_rules.evaluate import run as evaluate_offline
 from services.safety_rules.rules_config import load_rules
-from services.sample import story
+from services.sample import TRIAL_ID, story
 
 INGEST_PORT = 8001
 WORKER_PORT = 8002
@@ -207,7 +207,7 @@ def _audit(bootstrap: str, home: Path) -> bool:
             trusted = trusted_keys(settings)
             anchors = Anchors(bootstrap, settings.audit_anchor_file)
             verdict = await store.verify(trusted, await anchors.read(trusted))
-            page = await render_report(AuditReader(store))
+            page = await render_report(AuditReader(store), trial_id=TRIAL_ID)
             return await store.count(), verdict, page
         finally:
             await store.close()

@@ -20,7 +20,7 @@ from services.audit.adapters.store import AuditReader, AuditStore, TokenStore
 from services.audit.adapters.store import Query as Filter
 from services.audit.anchors import Anchors
 from services.audit.domain.chain import INDEXED
-from services.audit.report import render_report
+from services.audit.report import WhichTrial, render_report
 from services.web import guard
 
 log = logging.getLogger("audit.api")
@@ -203,8 +203,12 @@ def create_app(
     @app.get(
         "/report", summary="The DSMB report (self-contained HTML)", response_class=HTMLResponse
     )
-    async def report(_: Who) -> HTMLResponse:
-        return HTMLResponse(await render_report(reader))
+    async def report(_: Who, trial_id: str | None = None) -> Response:
+        """One trial's report; `trial_id` may be left out while the trail holds one trial."""
+        try:
+            return HTMLResponse(await render_report(reader, trial_id=trial_id))
+        except WhichTrial as e:
+            return JSONResponse({"field": "trial_id", "error": str(e), "trials": e.held}, 400)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -20,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from clinical.visits import PROTOCOL_WINDOWS
 from services.audit.adapters.store import AuditReader
-from services.audit.domain.outcomes import MEASURES, Outcomes, outcomes, utc
+from services.audit.domain.outcomes import MEASURES, Outcomes, outcomes, trials, utc
 from services.audit.plots import ALERT_PANEL, Mark, cohort_figure, participant_figure
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -118,16 +118,33 @@ def render(
     )  # fmt: skip
 
 
-async def render_report(reader: AuditReader, now: datetime | None = None) -> str:
+class WhichTrial(ValueError):
+    """The trail holds several trials and none was named: a report is one trial's."""
+
+    def __init__(self, held: list[str]) -> None:
+        self.held = held
+        super().__init__(f"the trail holds trials {', '.join(held)}: name one (trial_id)")
+
+
+async def render_report(
+    reader: AuditReader, now: datetime | None = None, trial_id: str | None = None
+) -> str:
+    """One trial's report: `trial_id`, or the trail's only trial (WhichTrial if several)."""
     cutoff = now or datetime.now(UTC)
     seq, head = await reader.head()
+    participants = await reader.table("rm_participants")
+    held = trials(participants)
+    if trial_id is None and len(held) > 1:
+        raise WhichTrial(held)
+    trial_id = trial_id or (held[0] if held else None)
     alerts = await reader.table("rm_alerts")
     o = outcomes(
-        await reader.table("rm_participants"),
+        participants,
         await reader.table("rm_labs"),
         await reader.table("rm_aes"),
         alerts,
         cutoff,
+        trial_id,
     )
     cohort, trajectories = await asyncio.to_thread(figures, o, alerts)
     return render(o, seq, head, cohort, trajectories)

@@ -172,6 +172,7 @@ rm_alerts = Table(
     Column("rule_version", Integer, nullable=True),
     Column("severity", String(20), nullable=True),
     Column("participant_id", String(64), nullable=True),
+    Column("trial_id", String(200), nullable=True),
     Column("title", String(300), nullable=True),
     Column("raised_at", DateTime(timezone=True), nullable=True),  # the trigger's clinical time
     Column("recorded_at", DateTime(timezone=True), nullable=True),  # when the worker raised it

@@ -451,6 +451,7 @@ def alert_response(alerts: Sequence[Row]) -> list[RuleResponse]:
 # -- the whole report's numbers ----------------------------------------------------------------
 @dataclass
 class Outcomes:
+    trial_id: str | None
     cutoff: datetime
     enrolled: int
     dosed: int
@@ -465,19 +466,38 @@ class Outcomes:
     response: list[RuleResponse]
 
 
+def trials(participants: Sequence[Row]) -> list[str]:
+    """The trials the read models hold participants of."""
+    return sorted({p["trial_id"] for p in participants if p["trial_id"]})
+
+
 def outcomes(
     participants: Sequence[Row],
     labs: Sequence[Row],
     aes: Sequence[Row],
     alerts: Sequence[Row],
     cutoff: datetime,
+    trial_id: str | None = None,
 ) -> Outcomes:
-    """Every number of the report from the read models as of the data cut-off."""
+    """Every number of one trial's report from the read models as of the data cut-off. Rows of
+    another trial's participants are left out; an AE or a lab of a participant the trail has no
+    enrolment or dose for stays in (counted apart: a data problem the board should see)."""
+    if trial_id is not None:
+        others = {p["participant_id"] for p in participants if p["trial_id"] != trial_id}
+        participants = [p for p in participants if p["trial_id"] == trial_id]
+        labs = [r for r in labs if r["participant_id"] not in others]
+        aes = [a for a in aes if a["participant_id"] not in others]
+        alerts = [
+            a for a in alerts
+            if a["trial_id"] == trial_id
+            or (a["trial_id"] is None and a["participant_id"] not in others)  # before 0005
+        ]  # fmt: skip
     people = {p["participant_id"]: p for p in participants}
     enrolled = [p for p in participants if p["enrolled_at"] is not None]
     doses = {pid: first_dose(p) for pid, p in people.items()}
     series = lab_series(people, labs)
     return Outcomes(
+        trial_id=trial_id,
         cutoff=cutoff,
         enrolled=len(enrolled),
         dosed=sum(1 for d in doses.values() if d is not None),

@@ -14,7 +14,15 @@ from typing import Any
 
 import httpx
 
-from contracts import AlertAcknowledged, AlertRaised, AnyEvent, Source, encode
+from contracts import (
+    AeReported,
+    AlertAcknowledged,
+    AlertRaised,
+    AnyEvent,
+    ParticipantEnrolled,
+    Source,
+    encode,
+)
 from services.audit.adapters.store import AuditStore, Incoming, TokenStore
 from services.audit.api import create_app
 from services.audit.report import SECTIONS
@@ -40,9 +48,25 @@ def ack(a: AlertRaised, hours: float) -> AlertAcknowledged:
     )  # fmt: skip
 
 
+def another_trials_participant() -> list[AnyEvent]:
+    """A sponsor's other trial on the same trail (ingest accepts INGEST_OTHER_TRIAL_IDS): one
+    participant with a fatal SAE, which must not appear in this trial's report."""
+    at = datetime(2026, 2, 1, tzinfo=UTC)
+    env = {"trial_id": "CDISCPILOT01", "participant_id": "01-701-1015", "occurred_at": at,
+           "recorded_at": at, "recorded_by": "sponsor", "source": Source.SDTM}  # fmt: skip
+    return [
+        ParticipantEnrolled(**env, event_id=uuid.uuid4(), sex="F", age_years=63,
+                            weight_kg=54.0, site_id="701", enrolled_at=at),
+        AeReported(**env, event_id=uuid.uuid4(), ae_id="AE-1", term="Sudden death",
+                   onset_date="2026-02-01", ctcae_grade=5, serious=True,
+                   seriousness_criteria=["death"], relatedness="possible", outcome="fatal"),
+    ]  # fmt: skip
+
+
 async def demo_report(store: AuditStore) -> str:
-    events: list[AnyEvent] = [e for c in story() for e in c.events]
+    events: list[AnyEvent] = [e for c in story() for e in c.events] + another_trials_participant()
     alerts = run(events, load_rules(), as_of=AS_OF)  # type: ignore[arg-type]
+    assert {a.trial_id for a in alerts} == {"UCMSC-DN-01", "CDISCPILOT01"}
     sae = next(a for a in alerts if a.rule_id == "sae.reported" and a.participant_id == "DN-005")
     aki = next(a for a in alerts if a.rule_id == "creatinine.aki" and a.participant_id == "DN-004")
     acks = [ack(sae, 3), ack(aki, 30)]  # the SAE in time; the AKI a day and more later
@@ -55,7 +79,11 @@ async def demo_report(store: AuditStore) -> str:
         transport=httpx.ASGITransport(app=app), base_url="http://audit"
     ) as client:
         assert (await client.get("/report")).status_code == 401
-        r = await client.get("/report", headers={"Authorization": f"Bearer {token}"})
+        dsmb = {"Authorization": f"Bearer {token}"}
+        which = await client.get("/report", headers=dsmb)  # two trials on the trail: which?
+        assert which.status_code == 400
+        assert which.json()["trials"] == ["CDISCPILOT01", "UCMSC-DN-01"]
+        r = await client.get("/report", params={"trial_id": "UCMSC-DN-01"}, headers=dsmb)
     assert r.status_code == 200
     return r.text
 
@@ -123,7 +151,8 @@ async def test_the_demo_report_in_chromium_section_by_section(
         people = dict((r[0], r[1:]) for r in await table_after(
             page, "primary", "Participants with at least one (of 10 enrolled)"))  # fmt: skip
         assert people["Any AE"] == ["4", "40.0"]
-        assert people["Any SAE"] == ["2", "20.0"]
+        assert people["Any SAE"] == ["2", "20.0"]  # not the other trial's fatal SAE
+        assert people["Death"] == ["0", "0.0"]
         assert people["Any AE with locality not recorded"] == ["1", "10.0"]  # DN-003's fatigue
         assert people["Any AE with relatedness not yet assessed"] == ["1", "10.0"]
         locality = await table_after(page, "primary", "Locality of AEs by source (events)")

@@ -68,8 +68,10 @@ from services.audit.domain.outcomes import (
     clocks,
     first_dose,
     lab_series,
+    outcomes,
     proven_category,
     shift_table,
+    trials,
 )
 
 DOSE = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
@@ -83,6 +85,8 @@ def day(n: int, hour: int = 9) -> datetime:
 def person(pid: str, *, dosed: bool = True) -> dict[str, Any]:
     return {
         "participant_id": pid,
+        "trial_id": "UCMSC-DN-01",
+        "site_id": "sardjito",
         "sex": "M",
         "birth_date": "1975-06-01",  # 50 throughout January to March 2026
         "age_years": None,
@@ -140,6 +144,7 @@ def ae(pid: str, ae_id: str, grade: int, serious: bool, relatedness: str, locali
         "participant_id": pid,
         "ae_id": ae_id,
         "term": f"term of {ae_id}",
+        "onset_date": "2026-02-01",
         "grade": grade,
         "serious": serious,
         "criteria": json.dumps(list(criteria)),
@@ -176,6 +181,7 @@ def alert(rule: str, pid: str, severity: str = "critical", *, recorded: str, due
         "acknowledged_at": t(ack) if ack else None,
         "status": "acknowledged" if ack else status,
         "facts": json.dumps(facts or {}),
+        "trial_id": "UCMSC-DN-01",
     }
 
 
@@ -356,3 +362,19 @@ def test_the_study_day_counts_in_the_sites_calendar() -> None:
     out = change_from_baseline(lab_series({"S1": p}, rows), {"S1": first_dose(p)}, "uacr")
     assert out.cells["M1"].summary.n == 0
     assert out.unplaced == {Excluded.OUTSIDE: 1}
+
+
+def test_a_report_is_one_trials_another_trials_rows_are_left_out() -> None:
+    other = {**person("X1"), "trial_id": "CDISCPILOT01"}
+    rows = [*PARTICIPANTS.values(), other]
+    aes = [*AES, ae("X1", "AE-X", 4, True, "definite", None, "sdtm", criteria=("death",))]
+    labs = [*LABS, lab("X1", "egfr", 30, 20, "M1"), lab("X1", "egfr", -5, 90, "baseline")]
+    alerts = [*ALERTS, {**alert("sae.reported", "X1", recorded="2026-02-01T00:00"),
+                        "trial_id": "CDISCPILOT01"}]  # fmt: skip
+    o = outcomes(rows, labs, aes, alerts, CUTOFF, "UCMSC-DN-01")
+    assert (o.enrolled, o.dosed, o.sites) == (6, 5, {"sardjito": 6})
+    assert dict(o.aes.participants)["Any SAE"] == 2  # X1's fatal SAE is the other trial's
+    assert o.aes.not_enrolled == 1  # P9: no enrolment anywhere, so shown in this one
+    assert [m.cells["M1"].summary.n for m in o.measures if m.measure == "egfr"] == [3]
+    assert len(o.clocks) == 4 and "X1" not in {c.participant_id for c in o.clocks}
+    assert trials(rows) == ["CDISCPILOT01", "UCMSC-DN-01"]

@@ -1,6 +1,6 @@
 """What the DSMB report's compliance and locality tables read: an alert's raise time (the
 worker's, not the trigger's clinical time) and facts, an AE's source, awareness and entry time,
-and the first dose's date at the site (study day 0).
+the first dose's date at the site (study day 0), and each alert's trial (a report is per trial).
 
 Revision ID: 0005
 Revises: 0004
@@ -17,6 +17,7 @@ down_revision = "0004"
 _COLUMNS = (
     ("rm_alerts", "recorded_at", sa.DateTime(timezone=True)),
     ("rm_alerts", "facts", sa.Text()),
+    ("rm_alerts", "trial_id", sa.String(200)),
     ("rm_aes", "source", sa.String(20)),
     ("rm_aes", "aware_at", sa.DateTime(timezone=True)),
     ("rm_aes", "recorded_at", sa.DateTime(timezone=True)),
