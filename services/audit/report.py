@@ -70,9 +70,13 @@ def environment() -> Environment:
 
 
 def _marks(alerts: list[dict[str, Any]]) -> dict[str, list[Mark]]:
+    """The lab alerts to mark on each participant's panels (a withdrawn one is not: its
+    evidence was corrected away)."""
     out: dict[str, list[Mark]] = {}
     for a in alerts:
         at = utc(a["raised_at"])
+        if a["status"] == "withdrawn":
+            continue
         if a["participant_id"] and at and a["rule_id"] in ALERT_PANEL:
             out.setdefault(a["participant_id"], []).append(Mark(at, a["rule_id"], a["severity"]))
     return out

@@ -378,3 +378,19 @@ def test_a_report_is_one_trials_another_trials_rows_are_left_out() -> None:
     assert [m.cells["M1"].summary.n for m in o.measures if m.measure == "egfr"] == [3]
     assert len(o.clocks) == 4 and "X1" not in {c.participant_id for c in o.clocks}
     assert trials(rows) == ["CDISCPILOT01", "UCMSC-DN-01"]
+
+
+def test_trajectories_mark_live_alerts_and_not_withdrawn_ones() -> None:
+    from services.audit.report import figures
+
+    alerts = [{**a, "raised_at": a["recorded_at"]} for a in ALERTS]
+    o = outcomes(list(PARTICIPANTS.values()), LABS, AES, alerts, CUTOFF, "UCMSC-DN-01")
+    _, panels = figures(o, alerts)
+    svg = dict(panels)
+    assert sorted(svg) == ["P1", "P2", "P3", "P4", "P5", "P6"]
+    assert "alert: egfr.decline (high)" in svg["P1"]
+    assert "alert: egfr.decline (critical)" in svg["P2"]
+    assert "alert:" not in svg["P3"]  # its egfr.decline was withdrawn by a correction
+    assert (
+        "P4: eGFR, CKD-EPI 2021" in svg["P4"] and "Study day (days from the injection)" in svg["P4"]
+    )
