@@ -287,6 +287,10 @@ def story(participants: int = 10) -> list[Chapter]:
             **env(pid, name, at), analyte=analyte, value=value, unit=unit, visit=visit
         )
 
+    def ae(pid: str, at: datetime, **fields: Any) -> AeReported:
+        """Each participant's one AE of the story (AE-1)."""
+        return AeReported(**env(pid, "ae-1", at), ae_id="AE-1", **fields)
+
     enrol: list[AnyEvent] = []
     for i, p in enumerate(people):
         at = dose_at[p] - timedelta(days=14)
@@ -332,9 +336,9 @@ def story(participants: int = 10) -> list[Chapter]:
     )
     bleed = dose_at["DN-005"] + timedelta(days=2)
     doses.append(
-        AeReported(
-            **env("DN-005", "ae-1", bleed),
-            ae_id="AE-1",
+        ae(
+            "DN-005",
+            bleed,
             term="Perirenal haematoma",
             onset_date=_day(dose_at["DN-005"], 2),
             ctcae_grade=3,
@@ -397,9 +401,9 @@ def story(participants: int = 10) -> list[Chapter]:
                 # a report that says neither local nor systemic, causality still open: the DSMB
                 # report counts it as "not recorded" and "not assessed"
                 events.append(
-                    AeReported(
-                        **env(p, "ae-1", at),
-                        ae_id="AE-1",
+                    ae(
+                        p,
+                        at,
                         term="Fatigue",
                         onset_date=_day(at, -3),
                         ctcae_grade=1,
@@ -412,9 +416,9 @@ def story(participants: int = 10) -> list[Chapter]:
                 events.append(lab(p, "M3-egfr", at, "egfr", 95.0, "mL/min/1.73m2", visit))
             if p == "DN-002" and visit == "M1":
                 events.append(
-                    AeReported(
-                        **env(p, "ae-1", at),
-                        ae_id="AE-1",
+                    ae(
+                        p,
+                        at,
                         term="Hyperkalaemia",
                         onset_date=_day(at, 0),
                         ctcae_grade=3,
@@ -427,9 +431,9 @@ def story(participants: int = 10) -> list[Chapter]:
                 )
             if p == "DN-009" and visit == "M6":
                 events.append(
-                    AeReported(
-                        **env(p, "ae-1", at),
-                        ae_id="AE-1",
+                    ae(
+                        p,
+                        at,
                         term="Acute pyelonephritis",
                         onset_date=_day(at, -2),
                         ctcae_grade=3,

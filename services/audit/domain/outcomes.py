@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -185,6 +185,20 @@ def baseline_of(points: list[Sample], dose: FirstDose | None) -> Sample | None:
     return choose_baseline(points, dose.at if dose else None)
 
 
+def _participants(
+    series: Mapping[str, Mapping[str, list[Sample]]],
+    doses: Mapping[str, FirstDose | None],
+    measure: str,
+) -> Iterator[tuple[str, list[Sample], FirstDose | None, Sample | None]]:
+    """Each participant with results of `measure`, in id order: (id, results, first dose,
+    baseline)."""
+    for pid in sorted(series):
+        points = series[pid].get(measure, [])
+        if points:
+            dose = doses.get(pid)
+            yield pid, points, dose, baseline_of(points, dose)
+
+
 def change_from_baseline(
     series: Mapping[str, Mapping[str, list[Sample]]],
     doses: Mapping[str, FirstDose | None],
@@ -195,12 +209,7 @@ def change_from_baseline(
     cells = {v: Cell(v) for v in windows}
     unplaced: Counter[Excluded] = Counter()
     baselines: dict[str, Sample | None] = {}
-    for pid in sorted(series):
-        points = series[pid].get(measure, [])
-        if not points:
-            continue
-        dose = doses.get(pid)
-        base = baseline_of(points, dose)
+    for pid, points, dose, base in _participants(series, doses, measure):
         baselines[pid] = base
         candidates: dict[str, list[tuple[tuple[int, bool, float], Sample]]] = defaultdict(list)
         for p in points:
@@ -273,12 +282,7 @@ def shift_table(
     cat, names = (g_category, G_CATEGORIES) if measure == "egfr" else (a_category, A_CATEGORIES)
     counts: Counter[tuple[str, str]] = Counter()
     missing: Counter[str] = Counter()
-    for pid in sorted(series):
-        points = series[pid].get(measure, [])
-        if not points:
-            continue
-        dose = doses.get(pid)
-        base = baseline_of(points, dose)
+    for _, points, dose, base in _participants(series, doses, measure):
         after = [p for p in points if dose is not None and p.at > dose.at and p is not base]
         if base is None:
             missing["no baseline"] += 1
