@@ -27,6 +27,9 @@ def egfr_bound(creatinine: Bound, age_years: int, sex: Sex) -> Bound:
     def f(scr: float) -> float:
         return float("inf") if scr <= 0 else ckd_epi_2021(scr, age_years, sex)
 
+    if creatinine.exact:  # most results: one value, computed once
+        value = f(creatinine.lo)
+        return Bound(value, value)
     return creatinine.map_decreasing(f)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from clinical import compare
 from clinical.bounds import Bound
@@ -26,8 +26,7 @@ def a_category(uacr_mg_g: float) -> str:
     return "A2" if compare.at_least(uacr_mg_g, 30) else "A1"
 
 
-@dataclass(frozen=True)
-class AkiThresholds:
+class AkiThresholds(NamedTuple):
     absolute_rise_mg_dl: float = 0.3
     ratio_stage_1: float = 1.5
     ratio_stage_2: float = 2.0

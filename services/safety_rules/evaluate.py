@@ -54,7 +54,8 @@ def run_all(
     alerts: list[AlertRaised | AlertWithdrawn] = []
     latest: datetime | None = None
     for event in events:
-        latest = event.occurred_at if latest is None else max(latest, event.occurred_at)
+        if latest is None or event.occurred_at > latest:
+            latest = event.occurred_at
         out = evaluate(participants.get(event.participant_id) or ParticipantState(), event, cfg)
         participants[event.participant_id] = out.state
         alerts += out.alerts

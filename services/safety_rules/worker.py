@@ -33,7 +33,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -550,8 +550,8 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _publish(
         self,
-        alerts: list[AlertRaised],
-        withdrawn: list[AlertWithdrawn],
+        alerts: Sequence[AlertRaised],
+        withdrawn: Sequence[AlertWithdrawn],
         sends: list[Any],
         counted: list[tuple[str, Any]],
     ) -> None:

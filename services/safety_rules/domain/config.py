@@ -3,11 +3,13 @@ officer can read; this model validates that file and gives each rule its typed s
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clinical.kdigo import AkiThresholds
 from clinical.visits import PROTOCOL_WINDOWS
 
 
@@ -41,6 +43,20 @@ class CreatinineAki(_Thresholds):
     ratio_stage_2: float = Field(2.0, gt=1)
     ratio_stage_3: float = Field(3.0, gt=1)
     stage_3_mg_dl: float = Field(4.0, gt=0)
+
+    # what the rule reads at every creatinine, built once per configuration
+    @cached_property
+    def staging(self) -> AkiThresholds:
+        return AkiThresholds(self.absolute_rise_mg_dl, self.ratio_stage_1, self.ratio_stage_2,
+                             self.ratio_stage_3, self.stage_3_mg_dl)  # fmt: skip
+
+    @cached_property
+    def absolute_window(self) -> timedelta:
+        return timedelta(hours=self.absolute_window_hours)
+
+    @cached_property
+    def ratio_window(self) -> timedelta:
+        return timedelta(days=self.ratio_window_days)
 
 
 class EgfrDecline(_Thresholds):

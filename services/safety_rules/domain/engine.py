@@ -17,8 +17,10 @@ The cost of an event is that of the results it touches, not of the participant's
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import NamedTuple
 
 from clinical.terms import counts_as_related, is_fatal
 from contracts import (
@@ -53,6 +55,7 @@ from services.safety_rules.domain.rules.other import (
     UacrRise,
 )
 from services.safety_rules.domain.rules.visits import VisitOverdue
+from services.safety_rules.domain.series import Point
 from services.safety_rules.domain.state import Dirty, ParticipantState, fold
 from services.safety_rules.domain.trial import (
     TrialSignal,
@@ -88,12 +91,14 @@ for _rule in LAB_RULES:
     _BY_MEASURE[_rule.measure] = (*_BY_MEASURE.get(_rule.measure, ()), _rule)
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
+    """What one event did (a named tuple: one is built per event, at a third of a frozen
+    dataclass's cost)."""
+
     state: ParticipantState
-    alerts: list[AlertRaised] = field(default_factory=list)
-    signals: list[TrialSignal] = field(default_factory=list)
-    withdrawn: list[AlertWithdrawn] = field(default_factory=list)
+    alerts: Sequence[AlertRaised] = ()
+    signals: Sequence[TrialSignal] = ()
+    withdrawn: Sequence[AlertWithdrawn] = ()
     duplicate: bool = False
 
 
@@ -115,8 +120,9 @@ def to_alert(
     participant_id: str | None,
     occurred_at: datetime,
     recorded_at: datetime,
+    alert_id: uuid.UUID | None = None,  # alert_id_for(...) of these, when the caller has it
 ) -> AlertRaised:
-    alert_id = alert_id_for(draft.rule_id, participant_id, draft.trigger)
+    alert_id = alert_id or alert_id_for(draft.rule_id, participant_id, draft.trigger)
     return AlertRaised(
         event_id=uuid.uuid5(ALERT_NAMESPACE, f"raised|{alert_id}"),
         trial_id=trial_id,
@@ -148,24 +154,58 @@ def _drafts(state: ParticipantState, dirty: Dirty, cfg: RulesConfig) -> list[Dra
         out += [d for r in DOSE_RULES if enabled(cfg, r.rule_id) for d in r.check(state, cfg)]
         if state.last_tick is not None and enabled(cfg, VISIT_OVERDUE.rule_id):
             out += [d for d, _ in VISIT_OVERDUE.due(state, state.last_tick, cfg)]
+    lab_rules = _lab_rules(cfg)
     for measure, points in dirty.points.items():
-        for point in sorted(points.values(), key=lambda p: p.key):
-            out += _judge(state, measure, point.event_id, cfg)
+        rules = lab_rules.get(measure)
+        if not rules:
+            continue
+        line = state.series[measure].by_id
+        at = points.values() if len(points) == 1 else sorted(points.values(), key=_key)
+        for point in at:
+            if point.event_id in line:  # still on that measure's line
+                out += _judge(state, measure, point.event_id, cfg, rules)
     return out
 
 
-def _judge(state: ParticipantState, measure: str, event_id: str, cfg: RulesConfig) -> list[Draft]:
+def _key(p: Point) -> tuple[datetime, str]:
+    return p.key
+
+
+_LAB_RULES_ON: dict[frozenset[str], dict[str, tuple[LabRule, ...]]] = {}
+
+
+def _lab_rules(cfg: RulesConfig) -> dict[str, tuple[LabRule, ...]]:
+    """The enabled lab rules by measure (asked at every result judged; a handful of configs)."""
+    on = cfg.enabled_rules
+    found = _LAB_RULES_ON.get(on)
+    if found is None:
+        found = _LAB_RULES_ON[on] = {
+            m: tuple(r for r in rules if r.rule_id in on) for m, rules in _BY_MEASURE.items()
+        }
+    return found
+
+
+def _judge(
+    state: ParticipantState,
+    measure: str,
+    event_id: str,
+    cfg: RulesConfig,
+    rules: tuple[LabRule, ...] | None = None,  # _lab_rules(cfg)[measure], when the caller has it
+) -> list[Draft]:
     """Every lab rule of `measure` at one result, if it is still on that measure's line."""
     point = state.series[measure].by_id.get(event_id)
     if point is None:
         return []
-    return [
-        # a lab alert is this rule on this evidence: a correction that withdraws it (it cites the
-        # corrected result) can never be undone by later data under the same id
-        replace(d, site=(measure, event_id), trigger=f"{d.trigger}|{_cited(state, d)}")
-        for r in _BY_MEASURE.get(measure, ())
-        if enabled(cfg, r.rule_id)
+    drafts = [
+        d
+        for r in (_lab_rules(cfg).get(measure, ()) if rules is None else rules)
         for d in r.check(state, point, cfg)
+    ]
+    # a lab alert is this rule on this evidence: a correction that withdraws it (it cites the
+    # corrected result) can never be undone by later data under the same id
+    return [
+        replace(d, site=(measure, event_id), trigger=f"{d.trigger}|{_cited(state, d)}")
+        for d in drafts
     ]
 
 
@@ -186,12 +226,14 @@ def _raise(
     fresh: list[AlertRaised] = []
     produced: set[str] = set()
     for d, occurred_at, recorded_at in sorted(drafts, key=lambda x: x[1]):
-        key = str(alert_id_for(d.rule_id, participant_id, d.trigger))
+        alert_id = alert_id_for(d.rule_id, participant_id, d.trigger)
+        key = str(alert_id)
         while key in state.withdrawn:
             # withdrawn by a correction, and now true again (an AE made serious once more):
             # raised anew, under an id derived from the withdrawn one
             d = replace(d, trigger=f"{d.trigger}|again:{key}")
-            key = str(alert_id_for(d.rule_id, participant_id, d.trigger))
+            alert_id = alert_id_for(d.rule_id, participant_id, d.trigger)
+            key = str(alert_id)
         produced.add(key)
         if key in state.raised:
             continue
@@ -203,6 +245,7 @@ def _raise(
                 participant_id=participant_id,
                 occurred_at=occurred_at,
                 recorded_at=recorded_at,
+                alert_id=alert_id,
             )
         )
     return fresh, produced
@@ -282,7 +325,10 @@ def evaluate(state: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) ->
     dirty = fold(state, event, event_id)
     if ignored:
         return Outcome(state)
-    drafts = [(d, d.at or event.occurred_at, event.recorded_at) for d in _drafts(state, dirty, cfg)]
+    found = _drafts(state, dirty, cfg)
+    if not found and event.supersedes is None and dirty.ae is None:
+        return Outcome(state)  # most results: nothing raised, nothing to withdraw or signal
+    drafts = [(d, d.at or event.occurred_at, event.recorded_at) for d in found]
     alerts, produced = _raise(state, drafts, event.trial_id, event.participant_id)
     return Outcome(state, alerts, _signal(event), _withdraw(state, event, produced, cfg))
 

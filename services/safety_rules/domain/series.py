@@ -8,9 +8,8 @@ are redone from there). Nothing here reads more than the window a rule asks for.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from clinical.baseline import choose_baseline
 from clinical.bounds import Bound
@@ -20,10 +19,10 @@ _YEAR_S = 365.25 * 86400
 Key = tuple[datetime, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
+class Point(NamedTuple):
     """One result: what it proves (`bound`), when, at which visit. For a computed eGFR,
-    `event_id` is the creatinine's and `creatinine` the value it was computed from."""
+    `event_id` is the creatinine's and `creatinine` the value it was computed from. (Named
+    tuples, as `Fit` and `Bound`: immutable, and cheaper to build than frozen dataclasses.)"""
 
     event_id: str
     at: datetime
@@ -58,8 +57,7 @@ class Point:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Fit:
+class Fit(NamedTuple):
     """Least-squares sums over the exact results up to a point (censored ones are not fitted)."""
 
     n: int = 0
@@ -85,18 +83,21 @@ class Fit:
 
 
 class Series:
-    """Results of one measure in clinical order, with the baseline-visit subset and the fit."""
+    """Results of one measure in clinical order, with the baseline-visit subset and, when
+    `fitted` (the eGFR line: the slope rule reads it), the least-squares sums up to each."""
 
-    __slots__ = ("_fits", "baseline_visits", "by_id", "keys", "points")
+    __slots__ = ("_fits", "baseline_visits", "by_id", "fitted", "keys", "points")
 
-    def __init__(self, points: list[Point] | None = None) -> None:
+    def __init__(self, points: list[Point] | None = None, *, fitted: bool = False) -> None:
         self.points: list[Point] = []
         self.keys: list[Key] = []
         self.by_id: dict[str, Point] = {}
         self.baseline_visits: list[Point] = []
+        self.fitted = fitted
         self._fits: list[Fit] = []
-        for p in sorted(points or [], key=lambda p: p.key):
-            self.insert(p)
+        if points:
+            for p in sorted(points, key=lambda p: p.key):
+                self.insert(p)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -104,14 +105,16 @@ class Series:
     def insert(self, p: Point) -> None:
         if p.event_id in self.by_id:
             return
-        i = bisect_left(self.keys, p.key)
+        key = p.key
+        i = bisect_left(self.keys, key)
         self.points.insert(i, p)
-        self.keys.insert(i, p.key)
+        self.keys.insert(i, key)
         self.by_id[p.event_id] = p
         if p.visit == "baseline":
             j = bisect_left([b.key for b in self.baseline_visits], p.key)
             self.baseline_visits.insert(j, p)
-        self._refit(i)
+        if self.fitted:
+            self._refit(i)
 
     def remove(self, event_id: str) -> Point | None:
         p = self.by_id.pop(event_id, None)
@@ -125,6 +128,8 @@ class Series:
         return p
 
     def _refit(self, i: int) -> None:
+        if not self.fitted:
+            return
         del self._fits[i:]
         fit = self._fits[-1] if self._fits else Fit()
         for p in self.points[i:]:
@@ -134,11 +139,17 @@ class Series:
     # -- reads ---------------------------------------------------------------------------------
     def fit_through(self, p: Point) -> Fit:
         """The fit over the exact results up to and including `p`."""
+        self._require_fit()
         return self._fits[bisect_left(self.keys, p.key)]
 
     def fit_before(self, p: Point) -> Fit:
+        self._require_fit()
         i = bisect_left(self.keys, p.key)
         return self._fits[i - 1] if i else Fit()
+
+    def _require_fit(self) -> None:
+        if not self.fitted:
+            raise ValueError("this series keeps no fit: build it with fitted=True")
 
     def after(self, key: Key) -> list[Point]:
         return self.points[bisect_right(self.keys, key) :]
@@ -154,6 +165,18 @@ class Series:
         i = bisect_left(self.keys, (p.at - span, ""))
         j = bisect_left(self.keys, p.key)
         return self.points[i:j]
+
+    def two_windows_before(
+        self, p: Point, short: timedelta, long: timedelta
+    ) -> tuple[list[Point], list[Point]]:
+        """`before_within(p, short)` and `before_within(p, long)`, with one search for `p`."""
+        keys, at = self.keys, p.at
+        j = bisect_left(keys, p.key)
+        if not j:
+            return [], []
+        i_short = bisect_left(keys, (at - short, ""), 0, j)
+        i_long = bisect_left(keys, (at - long, ""), 0, j)
+        return self.points[i_short:j], self.points[i_long:j]
 
     def previous(self, p: Point) -> Point | None:
         i = bisect_left(self.keys, p.key)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import singledispatch
 
 from clinical.age import age_on, clinical_date
 from clinical.bounds import Bound
@@ -34,6 +33,7 @@ from services.safety_rules.domain.series import Point, Series
 # reported eGFR with no creatinine in the day before it); `reported_egfr` holds every reported
 # eGFR as sent, which the mismatch rule compares with the creatinine of the same sample.
 MEASURES = ("creatinine", "egfr", "reported_egfr", "uacr", "tnf_alpha", "il_10")
+FITTED = frozenset({"egfr"})  # the measures whose least-squares fit a rule reads (the slope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ class Dose:
     cells_per_kg: float
 
 
-@dataclass
+@dataclass(slots=True)
 class Dirty:
     """What an event made worth checking again."""
 
@@ -72,7 +72,7 @@ class ParticipantState:
         self.age_at_enrolment: int | None = None
         self.enrolled_on: date | None = None
         self.doses: list[Dose] = []
-        self.series: dict[str, Series] = {m: Series() for m in MEASURES}
+        self.series: dict[str, Series] = {m: Series(fitted=m in FITTED) for m in MEASURES}
         self.visits_done: dict[str, str] = {}  # event_id -> visit
         self.seen: set[str] = set()
         self.superseded: set[str] = set()
@@ -160,7 +160,10 @@ class ParticipantState:
         s.age_at_enrolment = d["age_at_enrolment"]
         s.enrolled_on = date.fromisoformat(d["enrolled_on"]) if d["enrolled_on"] else None
         s.doses = [Dose(e, datetime.fromisoformat(at), c) for e, at, c in d["doses"]]
-        s.series = {m: Series([Point.from_json(r) for r in d["series"][m]]) for m in MEASURES}
+        s.series = {
+            m: Series([Point.from_json(r) for r in d["series"][m]], fitted=m in FITTED)
+            for m in MEASURES
+        }
         s.visits_done = d["visits_done"]
         s.seen, s.superseded = set(d["seen"]), set(d["superseded"])
         s.raised, s.cited, s.withdrawn = d["raised"], d["cited"], set(d["withdrawn"])
@@ -178,7 +181,9 @@ def _placed(state: ParticipantState, measure: str, p: Point, dirty: Dirty) -> No
     series = state.series[measure]
     if measure == "egfr" or state.could_be_baseline(p):
         # a baseline for everything after it; on the eGFR line, every later fitted slope
-        dirty.add(measure, *series.after(p.key))
+        later = series.after(p.key)
+        if later:  # in clinical order, none
+            dirty.add(measure, *later)
     elif measure in _WINDOWS:
         dirty.add(measure, *series.between(p.at, p.at + _WINDOWS[measure]))
     elif measure == "uacr":
@@ -205,6 +210,8 @@ def _sync_reported_egfr(state: ParticipantState, around: datetime, dirty: Dirty)
     it (the same sample, computed instead); re-decide those a change at `around` can touch, and
     mark the mismatch checks of the same samples."""
     reported, creat = state.series["reported_egfr"], state.series["creatinine"]
+    if not reported.points:
+        return
     egfr = state.series["egfr"]
     for r in reported.between(around - SAME_SAMPLE, around + SAME_SAMPLE):
         dirty.add("reported_egfr", r)
@@ -262,13 +269,7 @@ def _dose_moved(state: ParticipantState, before: datetime | None, dirty: Dirty) 
 
 
 # -- the fold ----------------------------------------------------------------------------------
-@singledispatch
-def _fold(event: ClinicalEvent, state: ParticipantState, dirty: Dirty) -> None:
-    """Events with no effect on rule state fall through here."""
-
-
-@_fold.register
-def _(event: ParticipantEnrolled, state: ParticipantState, dirty: Dirty) -> None:
+def _fold_enrolment(event: ParticipantEnrolled, state: ParticipantState, dirty: Dirty) -> None:
     state.enrolment_id = str(event.event_id)
     state.sex = event.sex
     state.birth_date = event.birth_date
@@ -277,29 +278,22 @@ def _(event: ParticipantEnrolled, state: ParticipantState, dirty: Dirty) -> None
     _rebuild_egfr(state, dirty)
 
 
-@_fold.register
-def _(event: DoseAdministered, state: ParticipantState, dirty: Dirty) -> None:
+def _fold_dose(event: DoseAdministered, state: ParticipantState, dirty: Dirty) -> None:
     before = state.first_dose_at
     dose = Dose(str(event.event_id), event.occurred_at, event.cells_per_kg)
     state.doses = sorted([*state.doses, dose], key=lambda d: (d.at, d.event_id))
     _dose_moved(state, before, dirty)
 
 
-@_fold.register
-def _(event: VisitCompleted, state: ParticipantState, dirty: Dirty) -> None:
+def _fold_visit(event: VisitCompleted, state: ParticipantState, dirty: Dirty) -> None:
     state.visits_done[str(event.event_id)] = event.visit.value
 
 
-@_fold.register
-def _(event: LabResulted, state: ParticipantState, dirty: Dirty) -> None:
-    comparator = event.comparator.value if event.comparator else None
-    p = Point(
-        str(event.event_id),
-        event.occurred_at,
-        Bound.of(event.value, comparator),
-        event.visit.value if event.visit else None,
-    )
-    analyte = event.analyte.value
+def _fold_lab(event: LabResulted, state: ParticipantState, dirty: Dirty, event_id: str) -> None:
+    # the contract's enums are str members: used as the strings they are (`.value` is a
+    # descriptor call, three per result)
+    p = Point(event_id, event.occurred_at, Bound.of(event.value, event.comparator), event.visit)
+    analyte: str = event.analyte
     if analyte == "egfr":
         _insert(state, "reported_egfr", p, dirty)
         _sync_reported_egfr(state, p.at, dirty)
@@ -312,18 +306,11 @@ def _(event: LabResulted, state: ParticipantState, dirty: Dirty) -> None:
         _sync_reported_egfr(state, p.at, dirty)
 
 
-def _fold_ae(event: AeReported | AeUpdated, state: ParticipantState, dirty: Dirty) -> None:
-    dirty.ae = event  # an AE is judged on its own report: every version repeats the full AE
-
-
-_fold.register(AeReported, _fold_ae)
-_fold.register(AeUpdated, _fold_ae)
-
-
 def fold(state: ParticipantState, event: ClinicalEvent, event_id: str | None = None) -> Dirty:
     """Fold `event` into `state` (in place) and return what it made dirty. A correction first
     removes what it corrects; an event already corrected away is ignored. (`event_id`: the
-    event's id as text, when the caller has it already.)"""
+    event's id as text, when the caller has it already.) Events with no effect on rule state
+    (visits missed, notes) only join `seen`."""
     event_id = event_id or str(event.event_id)
     dirty = Dirty()
     state.participant_id = event.participant_id
@@ -334,5 +321,15 @@ def fold(state: ParticipantState, event: ClinicalEvent, event_id: str | None = N
     if event.supersedes is not None:
         state.superseded.add(str(event.supersedes))
         _remove_fact(state, str(event.supersedes), dirty)
-    _fold(event, state, dirty)
+    # the hot path first
+    if isinstance(event, LabResulted):
+        _fold_lab(event, state, dirty, event_id)
+    elif isinstance(event, AeReported | AeUpdated):
+        dirty.ae = event  # judged on its own report: every version repeats the full AE
+    elif isinstance(event, DoseAdministered):
+        _fold_dose(event, state, dirty)
+    elif isinstance(event, ParticipantEnrolled):
+        _fold_enrolment(event, state, dirty)
+    elif isinstance(event, VisitCompleted):
+        _fold_visit(event, state, dirty)
     return dirty

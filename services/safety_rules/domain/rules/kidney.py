@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from clinical.bounds import difference, ratio
 from clinical.compare import above
-from clinical.kdigo import AkiThresholds, aki_stage
+from clinical.kdigo import aki_stage
 from contracts import Severity
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.rules.base import Draft, day, shown
@@ -44,17 +44,14 @@ class CreatinineAki:
     def check(self, p: ParticipantState, now: Point, cfg: RulesConfig) -> list[Draft]:
         t = cfg.creatinine_aki
         series = p.series["creatinine"]
-        in_48h = series.before_within(now, timedelta(hours=t.absolute_window_hours))
-        in_7d = series.before_within(now, timedelta(days=t.ratio_window_days))
+        in_48h, in_7d = series.two_windows_before(now, t.absolute_window, t.ratio_window)
         base = series.baseline(now, p.first_dose_at)
         references = in_7d + ([base] if base is not None and base not in in_7d else [])
         low_48h = min(in_48h, key=lambda x: x.bound.hi, default=None)
         reference = min(references, key=lambda x: x.bound.hi, default=None)
         rise = difference(now.bound, low_48h.bound) if low_48h else None
         times = ratio(now.bound, reference.bound) if reference else None
-        thresholds = AkiThresholds(t.absolute_rise_mg_dl, t.ratio_stage_1, t.ratio_stage_2,
-                                   t.ratio_stage_3, t.stage_3_mg_dl)  # fmt: skip
-        stage = aki_stage(now.bound, rise, times, thresholds)
+        stage = aki_stage(now.bound, rise, times, t.staging)
         if stage is None:
             return []
         by_ratio = times is not None and times.proves_at_least(t.ratio_stage_1)
