@@ -26,7 +26,6 @@ from contracts import (
     FieldError,
     InvalidEvent,
     ParticipantEnrolled,
-    encode,
     parse_event,
 )
 from contracts.topics import TRIAL_EVENTS
@@ -38,7 +37,7 @@ from services.ingest.domain.policy import (
     Acceptance,
     Principal,
     authorize,
-    content_hash,
+    encoded,
     scoped_to_site,
     stamp,
 )
@@ -90,9 +89,12 @@ class _Oversized(InvalidEvent):
     """Valid, but too large to go on the log as one message (413)."""
 
 
+Ready = tuple[ClinicalEvent, bytes, str]  # an event, its encoding and its content hash
+
+
 @dataclass
 class _Checked:
-    ok: list[tuple[int, ClinicalEvent, bytes]]  # (index, event, its encoding)
+    ok: list[tuple[int, Ready]]
     errors: list[tuple[int, FieldError, int]]  # (index, error, HTTP status it calls for)
 
 
@@ -110,10 +112,8 @@ class Ingest:
         # A reservation older than this belongs to a writer that died before confirming.
         self.in_flight_s = in_flight_s
 
-    def _parse(
-        self, body: Any, who: Principal, source: str, now: datetime
-    ) -> tuple[ClinicalEvent, bytes]:
-        """The event and its encoding (what goes on the log, encoded once)."""
+    def _parse(self, body: Any, who: Principal, source: str, now: datetime) -> Ready:
+        """The event, its encoding (what goes on the log, encoded once) and content hash."""
         if not isinstance(body, dict):
             raise InvalidEvent([FieldError("(event)", "an event must be a JSON object")])
         event = parse_event(
@@ -130,44 +130,44 @@ class Ingest:
         why = self.acceptance.trial(event.trial_id)
         if why is not None:
             raise InvalidEvent([why])
-        wire, limit = encode(event), self.acceptance.max_event_bytes
+        (wire, digest), limit = encoded(event), self.acceptance.max_event_bytes  # type: ignore[arg-type]
         if len(wire) > limit:
             raise _Oversized([FieldError("(event)", f"{len(wire)} bytes encoded; at most {limit}")])
-        return event, wire  # type: ignore[return-value]
+        return event, wire, digest  # type: ignore[return-value]
 
     async def _check(self, bodies: Sequence[Any], who: Principal, source: str) -> _Checked:
         now = self.clock().astimezone(UTC)
         errors: list[tuple[int, FieldError, int]] = []
-        parsed: list[tuple[int, ClinicalEvent, bytes]] = []
+        parsed: list[tuple[int, Ready]] = []
         for i, body in enumerate(bodies):
             try:
-                parsed.append((i, *self._parse(body, who, source, now)))
+                parsed.append((i, self._parse(body, who, source, now)))
             except InvalidEvent as e:
                 status = 413 if isinstance(e, _Oversized) else 422
                 errors += [(i, err, status) for err in e.errors]
-        site_of = await self.store.sites_of(e.participant_id for _, e, _ in parsed)
-        corrected = [str(e.supersedes) for _, e, _ in parsed if e.supersedes is not None]
+        site_of = await self.store.sites_of(e.participant_id for _, (e, _, _) in parsed)
+        corrected = [str(e.supersedes) for _, (e, _, _) in parsed if e.supersedes is not None]
         owner_of = await self.store.owners_of(corrected)
         # a record imported before ids were scoped by site keeps its first id (the same content
         # under it is a duplicate, never a second event)
         earlier = (
-            await self.store.accepted(str(e.event_id) for _, e, _ in parsed)
+            await self.store.accepted(str(e.event_id) for _, (e, _, _) in parsed)
             if (source in _IMPORTS)
             else {}
         )
-        ok: list[tuple[int, ClinicalEvent, bytes]] = []
-        for i, event, wire in parsed:
+        ok: list[tuple[int, Ready]] = []
+        for i, (event, wire, digest) in parsed:
             refusal = authorize(event, who, site_of, owner_of)
             if refusal is not None:
                 errors.append((i, refusal.error, refusal.status))
                 continue
             if isinstance(event, ParticipantEnrolled):
                 site_of.setdefault(event.participant_id, event.site_id)
-            if source in _IMPORTS and earlier.get(str(event.event_id)) != content_hash(event):
+            if source in _IMPORTS and earlier.get(str(event.event_id)) != digest:
                 event = scoped_to_site(event, site_of[event.participant_id])
-                wire = encode(event)
+                wire, digest = encoded(event)
             owner_of.setdefault(str(event.event_id), event.participant_id)
-            ok.append((i, event, wire))
+            ok.append((i, (event, wire, digest)))
         return _Checked(ok, sorted(errors, key=lambda e: e[0]))
 
     async def accept(self, bodies: Sequence[Any], who: Principal, source: str) -> list[Result]:
@@ -176,9 +176,9 @@ class Ingest:
         if checked.errors:
             status = max(s for _, _, s in checked.errors)
             raise Refused(status, [(i, e) for i, e, _ in checked.errors])
-        index = {f"index {i}": i for i, _, _ in checked.ok}
+        index = {f"index {i}": i for i, _ in checked.ok}
         results, conflicts = await self._write(
-            [(f"index {i}", e, w) for i, e, w in checked.ok], whole=True
+            [(f"index {i}", ready) for i, ready in checked.ok], whole=True
         )
         if conflicts:
             raise Refused(409, sorted((index[where], why) for where, why in conflicts))
@@ -190,13 +190,13 @@ class Ingest:
         """Record by record: bad ones become rejections; the good ones are accepted."""
         checked = await self._check([body for _, body in items], who, source)
         rejections = [Rejection(items[i][0], e.field, e.reason) for i, e, _ in checked.errors]
-        good = [(items[i][0], e, w) for i, e, w in checked.ok]
+        good = [(items[i][0], ready) for i, ready in checked.ok]
         results, conflicts = await self._write(good, whole=False)
         rejections += [Rejection(where, why.field, why.reason) for where, why in conflicts]
         return results, rejections
 
     async def _write(
-        self, events: list[tuple[str, ClinicalEvent, bytes]], *, whole: bool
+        self, events: list[tuple[str, Ready]], *, whole: bool
     ) -> tuple[list[Result], list[tuple[str, FieldError]]]:
         """Reserves each new event_id in the database, then appends to Kafka, then records.
 
@@ -207,8 +207,8 @@ class Ingest:
         conflicts: list[tuple[str, FieldError]] = []
         first: dict[str, tuple[str, ClinicalEvent, str]] = {}  # event_id -> (where, event, hash)
         wire_of: dict[str, bytes] = {}
-        for where, event, wire in events:
-            eid, digest = str(event.event_id), content_hash(event)
+        for where, (event, wire, digest) in events:
+            eid = str(event.event_id)
             if eid not in first:
                 first[eid], wire_of[eid] = (where, event, digest), wire
             elif first[eid][2] == digest:
@@ -241,7 +241,7 @@ class Ingest:
         if failure is not None:
             raise failure
         results.update((r.where, r) for r in produced)
-        return [results[where] for where, _, _ in events if where in results], conflicts
+        return [results[where] for where, _ in events if where in results], conflicts
 
     async def _reserve(
         self,

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -108,6 +110,41 @@ class Accepted:
 
 SITES_KEPT = 200_000
 
+# The statements of every request, built once: an expression built per call costs more than the
+# SQLite statement it runs (its construction, then its cache key, at each execution). The id
+# lists bind as expanding parameters (`{"ids": [...]}`).
+_ACCEPTED_HASHES = select(accepted.c.event_id, accepted.c.content_sha256).where(
+    accepted.c.event_id.in_(bindparam("ids", expanding=True))
+)
+_ACCEPTED_IDS = select(accepted.c.event_id).where(
+    accepted.c.event_id.in_(bindparam("ids", expanding=True))
+)
+_RESERVED = select(reserved).where(reserved.c.event_id.in_(bindparam("ids", expanding=True)))
+_UNRESERVE = reserved.delete().where(
+    reserved.c.event_id.in_(bindparam("ids", expanding=True)),
+    reserved.c.owner.in_(bindparam("owners", expanding=True)),
+)
+_CLAIMED = select(site_claims).where(
+    site_claims.c.participant_id.in_(bindparam("ids", expanding=True))
+)
+_SITES = select(participants.c.participant_id, participants.c.site_id).where(
+    participants.c.participant_id.in_(bindparam("ids", expanding=True))
+)
+_OWNERS = select(accepted.c.event_id, accepted.c.participant_id).where(
+    accepted.c.event_id.in_(bindparam("ids", expanding=True))
+)
+_ACCEPT = accepted.insert()
+_ON_CONFLICT: dict[tuple[str, str], Any] = {}
+
+
+def _insert_new(conn: AsyncConnection, table: Table, key: str) -> Any:
+    """INSERT ... ON CONFLICT (key) DO NOTHING in the connection's dialect, built once each."""
+    found = _ON_CONFLICT.get((conn.dialect.name, table.name))
+    if found is None:
+        found = insert_for(conn)(table).on_conflict_do_nothing(index_elements=[key])
+        _ON_CONFLICT[(conn.dialect.name, table.name)] = found
+    return found
+
 
 def _hash_key(secret: str) -> str:
     # API keys are 32 random bytes: a plain SHA-256 cannot be brute-forced, unlike a password.
@@ -188,19 +225,18 @@ class IngestStore:
         return bool(done.rowcount)
 
     # -- events -------------------------------------------------------------------------------
-    async def _lookup(
-        self, key: Column[str], value: Column[str], ids: Iterable[str]
-    ) -> dict[str, str]:
+    async def _lookup(self, statement: Any, ids: Iterable[str]) -> dict[str, str]:
+        """{first column: second} of `statement`'s rows for `ids`."""
         wanted = list(set(ids))
         if not wanted:
             return {}
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(key, value).where(key.in_(wanted)))
+            rows = await conn.execute(statement, {"ids": wanted})
             return {r[0]: r[1] for r in rows}
 
     async def accepted(self, event_ids: Iterable[str]) -> dict[str, str]:
         """event_id -> content hash, for the ids already accepted."""
-        return await self._lookup(accepted.c.event_id, accepted.c.content_sha256, event_ids)
+        return await self._lookup(_ACCEPTED_HASHES, event_ids)
 
     async def sites_of(self, participant_ids: Iterable[str]) -> dict[str, str]:
         """participant_id -> site, for the participants already enrolled. A participant's
@@ -208,17 +244,20 @@ class IngestStore:
         read once is kept (up to SITES_KEPT participants)."""
         wanted = set(participant_ids)
         known = {p: self._sites[p] for p in wanted if p in self._sites}
-        read = await self._lookup(
-            participants.c.participant_id, participants.c.site_id, wanted - known.keys()
-        )
-        if len(self._sites) + len(read) > SITES_KEPT:
-            self._sites.clear()
-        self._sites.update(read)
+        read = await self._lookup(_SITES, wanted - known.keys())
+        self._keep_sites(read)
         return known | read
+
+    def _keep_sites(self, sites: dict[str, str]) -> None:
+        """Sites read, or registered by an enrolment recorded here (a registered site is
+        final)."""
+        if len(self._sites) + len(sites) > SITES_KEPT:
+            self._sites.clear()
+        self._sites.update(sites)
 
     async def owners_of(self, event_ids: Iterable[str]) -> dict[str, str]:
         """event_id -> participant_id, for the events already accepted."""
-        return await self._lookup(accepted.c.event_id, accepted.c.participant_id, event_ids)
+        return await self._lookup(_OWNERS, event_ids)
 
     # Each write below takes one item and joins the transaction of the concurrent requests'
     # writes (GroupCommit); its `_many` twin writes all the items of a transaction at once.
@@ -249,7 +288,8 @@ class IngestStore:
         """Records accepted events and new enrolments (participant, trial, site), and drops
         their reservations; rows already there are left as they are."""
         if rows:
-            await self.writes.run(_record_many, (rows, enrolled, owner))
+            # the registry's sites of those enrolled (the first enrolment's, whatever these say)
+            self._keep_sites(await self.writes.run(_record_many, (rows, enrolled, owner)))
 
     async def remembered(self, key: str) -> tuple[str, str] | None:
         async with self.engine.connect() as conn:
@@ -288,9 +328,7 @@ class _Claim:
 async def _reserve_many(conn: AsyncConnection, items: list[_Claim]) -> list[dict[str, Holder]]:
     ids = list({eid for item in items for eid in item.claims})
     now = datetime.now(UTC)
-    done = await conn.execute(
-        select(accepted.c.event_id, accepted.c.content_sha256).where(accepted.c.event_id.in_(ids))
-    )
+    done = await conn.execute(_ACCEPTED_HASHES, {"ids": ids})
     taken = {r.event_id: r.content_sha256 for r in done}
     free = [eid for eid in ids if eid not in taken]
     if free:
@@ -300,25 +338,16 @@ async def _reserve_many(conn: AsyncConnection, items: list[_Claim]) -> list[dict
             for eid, digest in item.claims.items()
             if eid not in taken
         ]
-        insert = insert_for(conn)(reserved).on_conflict_do_nothing(index_elements=["event_id"])
-        await conn.execute(insert, rows)
+        await conn.execute(_insert_new(conn, reserved, "event_id"), rows)
         # accepted meanwhile (its writer recorded it between our statements): not ours
-        late = await conn.execute(
-            select(accepted.c.event_id, accepted.c.content_sha256).where(
-                accepted.c.event_id.in_(free)
-            )
-        )
+        late = await conn.execute(_ACCEPTED_HASHES, {"ids": free})
         taken.update((r.event_id, r.content_sha256) for r in late)
-        owners = [item.owner for item in items]
-        await conn.execute(
-            reserved.delete().where(
-                reserved.c.event_id.in_([e for e in free if e in taken]),
-                reserved.c.owner.in_(owners),
-            )
-        )
+        gone = [e for e in free if e in taken]
+        if gone:
+            await conn.execute(_UNRESERVE, {"ids": gone, "owners": [i.owner for i in items]})
     held = {  # event_id -> (owner, content hash, reserved at)
         r.event_id: (r.owner, r.content_sha256, _utc(r.reserved_at))
-        for r in await conn.execute(select(reserved).where(reserved.c.event_id.in_(free)))
+        for r in (await conn.execute(_RESERVED, {"ids": free}) if free else [])
     }
     out: list[dict[str, Holder]] = []
     for item in items:
@@ -350,9 +379,7 @@ def _utc(at: datetime) -> datetime:
 
 async def _release_many(conn: AsyncConnection, items: list[tuple[list[str], str]]) -> list[None]:
     for event_ids, owner in items:
-        await conn.execute(
-            reserved.delete().where(reserved.c.event_id.in_(event_ids), reserved.c.owner == owner)
-        )
+        await conn.execute(_UNRESERVE, {"ids": event_ids, "owners": [owner]})
     return [None] * len(items)
 
 
@@ -360,43 +387,37 @@ async def _claim_sites_many(
     conn: AsyncConnection, items: list[list[tuple[str, str]]]
 ) -> list[dict[str, str]]:
     first = {p: s for item in reversed(items) for p, s in reversed(item)}  # the first claim wins
-    insert = insert_for(conn)(site_claims).on_conflict_do_nothing(index_elements=["participant_id"])
-    await conn.execute(insert, [{"participant_id": p, "site_id": s} for p, s in first.items()])
-    rows = await conn.execute(select(site_claims).where(site_claims.c.participant_id.in_(first)))
+    await conn.execute(
+        _insert_new(conn, site_claims, "participant_id"),
+        [{"participant_id": p, "site_id": s} for p, s in first.items()],
+    )
+    rows = await conn.execute(_CLAIMED, {"ids": list(first)})
     sites = {r.participant_id: r.site_id for r in rows}
     return [{p: sites[p] for p, _ in item} for item in items]
 
 
 async def _record_many(
     conn: AsyncConnection, items: list[tuple[list[Accepted], list[tuple[str, str, str]], str]]
-) -> list[None]:
+) -> list[dict[str, str]]:
+    """Each item's rows and enrolments recorded; returns, per item, the registered site of each
+    participant it enrolled."""
     now = datetime.now(UTC)
     ids = [r.event_id for rows, _, _ in items for r in rows]
-    await conn.execute(
-        reserved.delete().where(
-            reserved.c.event_id.in_(ids), reserved.c.owner.in_([o for _, _, o in items])
-        )
-    )
-    have = {
-        r.event_id
-        for r in await conn.execute(select(accepted.c.event_id).where(accepted.c.event_id.in_(ids)))
-    }
+    await conn.execute(_UNRESERVE, {"ids": ids, "owners": [o for _, _, o in items]})
+    have = {r.event_id for r in await conn.execute(_ACCEPTED_IDS, {"ids": ids})}
     new: dict[str, Accepted] = {}
     for rows, _, _ in items:
         for r in rows:
             if r.event_id not in have:
                 new.setdefault(r.event_id, r)
     if new:
-        await conn.execute(
-            accepted.insert(), [{**r.__dict__, "accepted_at": now} for r in new.values()]
-        )
+        await conn.execute(_ACCEPT, [{**r.__dict__, "accepted_at": now} for r in new.values()])
     enrolled = {p: (t, s) for _, people, _ in reversed(items) for p, t, s in reversed(people)}
     if enrolled:
-        insert = insert_for(conn)(participants).on_conflict_do_nothing(
-            index_elements=["participant_id"]
-        )
         await conn.execute(
-            insert,
+            _insert_new(conn, participants, "participant_id"),
             [{"participant_id": p, "trial_id": t, "site_id": s} for p, (t, s) in enrolled.items()],
         )
-    return [None] * len(items)
+        sites = dict((await conn.execute(_SITES, {"ids": list(enrolled)})).tuples().all())
+        return [{p: sites[p] for p, _, _ in people} for _, people, _ in items]
+    return [{} for _ in items]
