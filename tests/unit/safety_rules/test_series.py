@@ -31,7 +31,7 @@ def test_the_fit_follows_late_results_and_removals_and_skips_censored_ones() -> 
 
 
 def test_only_the_egfr_line_keeps_a_fit_and_a_series_without_one_refuses_to_answer() -> None:
-    assert FITTED == {"egfr"}
+    assert {"egfr"} == FITTED
     state = ParticipantState()
     assert [m for m, s in state.series.items() if s.fitted] == ["egfr"]
     restored = ParticipantState.from_json(state.to_json())
