@@ -37,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -248,6 +248,16 @@ class Service:
                         peak = int(line.split()[1]) / 1024
                         self.peak_rss_mib = round(max(self.peak_rss_mib, peak), 1)
         return self.peak_rss_mib
+
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used so far (user + system, every thread)."""
+        if self.proc is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -700,7 +710,11 @@ class Bench:
         self.results["ingest.database"] = url.split(":", 1)[0].split("+", 1)[0]
         return running, key
 
-    async def ingest(self, key: str, ports: list[int]) -> None:
+    async def ingest(
+        self, key: str, ports: list[int], cpu: Callable[[], float] = lambda: 0.0
+    ) -> None:
+        """Events/s at batch 1 and 100, and the ingest processes' CPU per event (`cpu`: their
+        CPU seconds so far): a machine's noise moves the first, much less the second."""
         # as many events as the backlog: a fifth one per request (16 clients), the rest by 100s
         people = trial("ING", max(20, self.events // 12), 12, seed=11)
         by_kind: dict[bool, list[bytes]] = {True: [], False: []}
@@ -726,12 +740,18 @@ class Bench:
 
         await clients(4, [enrolments[i : i + 100] for i in range(0, len(enrolments), 100)])
         singles = rest[: len(rest) // 5]
+        used = cpu()
         seconds = await clients(16, [[b] for b in singles])
         self.results["ingest_batch_1_events_per_s"] = round(len(singles) / seconds)
+        self.results["ingest_batch_1_cpu_us_per_event"] = round((cpu() - used) / len(singles) * 1e6)
         hundreds = rest[len(rest) // 5 :]
         batches = [hundreds[i : i + 100] for i in range(0, len(hundreds), 100)]
+        used = cpu()
         seconds = await clients(4, batches)
         self.results["ingest_batch_100_events_per_s"] = round(len(hundreds) / seconds)
+        self.results["ingest_batch_100_cpu_us_per_event"] = round(
+            (cpu() - used) / len(hundreds) * 1e6
+        )
 
     async def e2e(self, key: str, port: int, per_s: float = 5.0) -> None:
         """Serious AEs posted one per request, `per_s` a second (one per 200 backlog events,
@@ -950,7 +970,13 @@ def run(
                     bar.update()
                 if "ingest" in steps:
                     bar.set_description("ingest")
-                    asyncio.run(bench.ingest(key, [s.port or 0 for s in ingests]))
+                    asyncio.run(
+                        bench.ingest(
+                            key,
+                            [s.port or 0 for s in ingests],
+                            lambda: sum(s.cpu_seconds() for s in ingests),
+                        )
+                    )
                     bar.update()
                 for s in ingests:
                     s.stop()

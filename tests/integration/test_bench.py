@@ -37,6 +37,9 @@ def test_bench_measures_each_phase_and_writes_what_it_printed(tmp_path: Path) ->
     e2e = r["e2e_latency_ms"]
     assert e2e["serious_aes"] == 5 and e2e["emailed"] == 5 and 0 < e2e["p50"] <= e2e["p99"]
     assert r["ingest_batch_1_events_per_s"] > 0 and r["ingest_batch_100_events_per_s"] > 0
+    # the ingest process's CPU per event, measured: a request's fixed cost, shared by 100 events
+    cpu_1, cpu_100 = r["ingest_batch_1_cpu_us_per_event"], r["ingest_batch_100_cpu_us_per_event"]
+    assert cpu_1 > cpu_100 >= 0
     assert set(r["peak_rss_mib"]) == {"ingest", "notifier", "rules_worker"}
     assert all(mib > 20 for mib in r["peak_rss_mib"].values())  # a Python service, measured
     assert r["machine"]["cores"] and r["machine"]["kafka"]
