@@ -49,6 +49,21 @@ def sqlite_wal(engine: AsyncEngine, busy_timeout_ms: int = 60_000) -> None:
         cursor.close()
 
 
+def sqlite_immediate(engine: AsyncEngine) -> None:
+    """SQLite: each transaction of `engine` takes the write lock at BEGIN (BEGIN IMMEDIATE),
+    waiting out the busy timeout for it. A deferred transaction that reads, then writes after
+    another process has committed cannot wait: it fails at once with "database is locked". For
+    an engine that only writes, beside a plain one for reads."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own BEGIN off: ours below
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):

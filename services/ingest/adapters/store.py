@@ -26,7 +26,15 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.ingest.domain.policy import Principal, Role
-from services.sql import GroupCommit, exclusive, insert_for, open_engine, sqlite_path, sqlite_wal
+from services.sql import (
+    GroupCommit,
+    exclusive,
+    insert_for,
+    open_engine,
+    sqlite_immediate,
+    sqlite_path,
+    sqlite_wal,
+)
 
 metadata = MetaData()
 
@@ -154,11 +162,17 @@ def _hash_key(secret: str) -> str:
 class IngestStore:
     def __init__(self, url: str, *, key_cache_s: float = 5.0) -> None:
         self.engine: AsyncEngine = open_engine(url)
+        # writes: on SQLite an engine whose transactions take the write lock at BEGIN, so
+        # several ingest processes can share one database file (each waits its turn)
+        self.writer: AsyncEngine = self.engine
         if sqlite_path(url) is not None:
             sqlite_wal(self.engine)
+            self.writer = open_engine(url)
+            sqlite_wal(self.writer)
+            sqlite_immediate(self.writer)
         # concurrent requests' writes share one transaction and one commit (SQLite has one
         # writer); each request's outcome stays its own
-        self.writes = GroupCommit(self.engine)
+        self.writes = GroupCommit(self.writer)
         self._sites: dict[str, str] = {}  # participant -> site, as read (see sites_of)
         # valid keys, read at most every key_cache_s: a key revoked by another process (the
         # CLI) stops working within that; one revoked here stops at once. Unknown keys are
@@ -168,11 +182,13 @@ class IngestStore:
 
     async def create(self) -> None:
         """Creates the tables once, however many processes start together on a new database."""
-        async with exclusive(self.engine, "migrate-ingest"), self.engine.begin() as conn:
+        async with exclusive(self.engine, "migrate-ingest"), self.writer.begin() as conn:
             await conn.run_sync(metadata.create_all)
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.writer is not self.engine:
+            await self.writer.dispose()
 
     async def ping(self) -> bool:
         try:
@@ -186,7 +202,7 @@ class IngestStore:
     async def add_key(self, role: Role, site_id: str | None) -> tuple[str, str]:
         """A new key: (key_id, secret). Only the hash is stored; the secret is shown once."""
         key_id, secret = secrets.token_hex(6), f"sm_{secrets.token_urlsafe(32)}"
-        async with self.engine.begin() as conn:
+        async with self.writer.begin() as conn:
             await conn.execute(
                 api_keys.insert().values(
                     key_id=key_id,
@@ -217,7 +233,7 @@ class IngestStore:
         return who
 
     async def revoke_key(self, key_id: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self.writer.begin() as conn:
             done = await conn.execute(
                 api_keys.update().where(api_keys.c.key_id == key_id).values(revoked=True)
             )
@@ -297,7 +313,7 @@ class IngestStore:
         return (row.request_sha256, row.response) if row else None
 
     async def remember(self, key: str, request_sha256: str, response: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self.writer.begin() as conn:
             have = (
                 await conn.execute(select(idempotency.c.key).where(idempotency.c.key == key))
             ).first()

@@ -101,3 +101,37 @@ async def test_a_key_revoked_by_another_process_stops_working_within_the_cache_t
         assert len(serving._keys) == 0  # neither the revoked nor the unknown key is kept
     finally:
         await serving.close()
+
+
+async def test_two_processes_writing_one_database_each_wait_their_turn(
+    store: IngestStore, database_url: str
+) -> None:
+    """Two ingest processes on one database (two engines: SQLite locks per connection, as it
+    does across processes), 40 requests each at once, every event sent to both: each event
+    is reserved by one, recorded once, and no write fails on the other's lock (a deferred
+    SQLite transaction that reads, then writes after the other committed, fails at once)."""
+    other = IngestStore(database_url)
+    ids = [str(uuid.uuid4()) for _ in range(80)]
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+
+    async def request(s: IngestStore, owner: str, batch: list[str]) -> list[str]:
+        held = await s.reserve({e: "h" for e in batch}, owner, stale_before=long_ago)
+        mine = [e for e in batch if e not in held]
+        rows = [Accepted(e, "h", "lab.resulted", "DN-1", "trial.events", 0, 1, "x") for e in mine]
+        await s.record(rows, [], owner)
+        return mine
+
+    try:
+        batches = [ids[i : i + 2] for i in range(0, len(ids), 2)]
+        won = await asyncio.gather(
+            *(
+                request(s, f"{n}-{i}", b)
+                for i, b in enumerate(batches)
+                for n, s in enumerate((store, other))
+            )
+        )
+        assert sorted(e for mine in won for e in mine) == sorted(ids)  # each once, by one
+        assert await store.accepted(ids) == dict.fromkeys(ids, "h")
+        assert (await store.counts())["accepted_events"] == len(ids)
+    finally:
+        await other.close()
