@@ -18,7 +18,11 @@ class _Thresholds(BaseModel):
     enabled: bool = True
 
     def used(self) -> dict[str, Any]:
-        """The thresholds as recorded on an alert."""
+        """The thresholds as recorded on an alert (a copy of what was dumped once)."""
+        return dict(self._used)
+
+    @cached_property
+    def _used(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if k != "enabled"}
 
 

@@ -7,6 +7,7 @@ each AE and one trial-wide fold (keyed by trial) decides the stopping rule.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -95,7 +96,13 @@ class TrialStoppingRule:
         return drafts
 
     def raised(self, trial: TrialState, trigger: str) -> bool:
-        return str(alert_id_for(self.rule_id, None, trigger)) in trial.raised
+        return _trial_alert_id(self.rule_id, trigger) in trial.raised
+
+
+@lru_cache(maxsize=256)
+def _trial_alert_id(rule_id: str, trigger: str) -> str:
+    """The id of a trial-level alert (asked at every AE once the rule's count is reached)."""
+    return str(alert_id_for(rule_id, None, trigger))
 
 
 def apply_signal(trial: TrialState, signal: TrialSignal, cfg: RulesConfig) -> TrialState:
