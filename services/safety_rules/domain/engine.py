@@ -160,10 +160,16 @@ def _drafts(state: ParticipantState, dirty: Dirty, cfg: RulesConfig) -> list[Dra
         if not rules:
             continue
         line = state.series[measure].by_id
-        at = points.values() if len(points) == 1 else sorted(points.values(), key=_key)
-        for point in at:
-            if point.event_id in line:  # still on that measure's line
-                out += _judge(state, measure, point.event_id, cfg, rules)
+        for dirty_point in (
+            points.values() if len(points) == 1 else sorted(points.values(), key=_key)
+        ):
+            point = line.get(dirty_point.event_id)  # as it stands on the line, if still there
+            if point is None:
+                continue
+            for r in rules:
+                found = r.check(state, point, cfg)
+                if found:  # (most results raise nothing: no list is built for them)
+                    out += _identified(state, measure, point.event_id, found)
     return out
 
 
@@ -185,24 +191,20 @@ def _lab_rules(cfg: RulesConfig) -> dict[str, tuple[LabRule, ...]]:
     return found
 
 
-def _judge(
-    state: ParticipantState,
-    measure: str,
-    event_id: str,
-    cfg: RulesConfig,
-    rules: tuple[LabRule, ...] | None = None,  # _lab_rules(cfg)[measure], when the caller has it
-) -> list[Draft]:
+def _judge(state: ParticipantState, measure: str, event_id: str, cfg: RulesConfig) -> list[Draft]:
     """Every lab rule of `measure` at one result, if it is still on that measure's line."""
     point = state.series[measure].by_id.get(event_id)
     if point is None:
         return []
-    drafts = [
-        d
-        for r in (_lab_rules(cfg).get(measure, ()) if rules is None else rules)
-        for d in r.check(state, point, cfg)
-    ]
-    # a lab alert is this rule on this evidence: a correction that withdraws it (it cites the
-    # corrected result) can never be undone by later data under the same id
+    drafts = [d for r in _lab_rules(cfg).get(measure, ()) for d in r.check(state, point, cfg)]
+    return _identified(state, measure, event_id, drafts)
+
+
+def _identified(
+    state: ParticipantState, measure: str, event_id: str, drafts: list[Draft]
+) -> list[Draft]:
+    """A lab alert is its rule on its evidence: a correction that withdraws it (it cites the
+    corrected result) can never be undone by later data under the same id."""
     return [
         replace(d, site=(measure, event_id), trigger=f"{d.trigger}|{_cited(state, d)}")
         for d in drafts

@@ -22,6 +22,10 @@ def _computed(p: ParticipantState, point: Point) -> tuple[str, ...]:
     return (p.enrolment_id,) if point.creatinine is not None and p.enrolment_id else ()
 
 
+def _upper(p: Point) -> float:
+    return p.bound.hi
+
+
 def _egfr_source(point: Point) -> str:
     if point.creatinine is None:
         return "reported"
@@ -47,8 +51,8 @@ class CreatinineAki:
         in_48h, in_7d = series.two_windows_before(now, t.absolute_window, t.ratio_window)
         base = series.baseline(now, p.first_dose_at)
         references = in_7d + ([base] if base is not None and base not in in_7d else [])
-        low_48h = min(in_48h, key=lambda x: x.bound.hi, default=None)
-        reference = min(references, key=lambda x: x.bound.hi, default=None)
+        low_48h = min(in_48h, key=_upper) if in_48h else None
+        reference = min(references, key=_upper) if references else None
         rise = difference(now.bound, low_48h.bound) if low_48h else None
         times = ratio(now.bound, reference.bound) if reference else None
         stage = aki_stage(now.bound, rise, times, t.staging)
