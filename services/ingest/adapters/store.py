@@ -434,6 +434,6 @@ async def _record_many(
             _insert_new(conn, participants, "participant_id"),
             [{"participant_id": p, "trial_id": t, "site_id": s} for p, (t, s) in enrolled.items()],
         )
-        sites = dict((await conn.execute(_SITES, {"ids": list(enrolled)})).tuples().all())
+        sites = {r[0]: r[1] for r in await conn.execute(_SITES, {"ids": list(enrolled)})}
         return [{p: sites[p] for p, _, _ in people} for _, people, _ in items]
     return [{} for _ in items]

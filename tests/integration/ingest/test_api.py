@@ -81,6 +81,39 @@ async def test_a_duplicate_is_stored_once_and_the_answer_says_so(api: Api) -> No
     assert changed.json()["errors"][0]["field"] == "event_id"
 
 
+async def test_the_events_counter_counts_each_event_by_kind_and_outcome(api: Api) -> None:
+    async def counted() -> dict[tuple[str, str], float]:
+        text = (await api.client.get("/metrics")).text
+        out = {}
+        for kind in ("participant.enrolled", "lab.resulted"):
+            for outcome in ("accepted", "duplicate"):
+                series = (
+                    "safety_monitor_ingest_events_total"
+                    f'{{event_type="{kind}",outcome="{outcome}",source="api"}} '
+                )
+                line = next((x for x in text.splitlines() if x.startswith(series)), "")
+                out[(kind, outcome)] = float(line.rsplit(" ", 1)[1]) if line else 0.0
+        return out
+
+    pid = unique("CNT")
+    before = await counted()
+    labs = [lab(pid) for _ in range(3)]
+    first = await api.client.post(
+        "/v1/events", json=[enrolment(pid), *labs], headers=api.h(api.site_a)
+    )
+    again = await api.client.post(
+        "/v1/events", json=[*labs[:2], lab(pid)], headers=api.h(api.site_a)
+    )
+    assert (first.status_code, again.status_code) == (201, 201)
+    after = await counted()
+    assert {k: after[k] - before[k] for k in after} == {
+        ("participant.enrolled", "accepted"): 1,
+        ("participant.enrolled", "duplicate"): 0,
+        ("lab.resulted", "accepted"): 4,
+        ("lab.resulted", "duplicate"): 2,
+    }
+
+
 async def test_an_idempotency_key_replays_the_first_answer(api: Api) -> None:
     pid = unique("IDK")
     headers = api.h(api.site_a, **{"Idempotency-Key": "batch-7"})
