@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     event,
     or_,
     select,
@@ -74,6 +75,20 @@ trials = Table(
 )
 
 TP = tuple[str, int]
+
+# A batch's commit, built once (statements built per call cost more than SQLite running them):
+# every partition's offset moved in one executemany, each only while its epoch is still ours.
+_ADVANCE = (
+    update(partitions)
+    .where(
+        partitions.c.app_id == bindparam("b_app_id"),
+        partitions.c.topic == bindparam("b_topic"),
+        partitions.c.partition == bindparam("b_partition"),
+        partitions.c.epoch == bindparam("b_epoch"),
+    )
+    .values(next_offset=bindparam("b_next_offset"), updated_at=bindparam("b_updated_at"))
+)
+_UPSERTS: dict[tuple[str, str], Any] = {}
 
 
 class Fenced(Exception):
@@ -195,17 +210,23 @@ class RulesStore:
         """All of it or none: raises Fenced when any partition's epoch moved on."""
         now = datetime.now(UTC)
         async with self.engine.begin() as conn:
-            lost = []
-            for (t, p), (epoch, next_offset) in sorted(batch.offsets.items()):
-                done = await conn.execute(
-                    update(partitions)
-                    .where(self._partition(t, p), partitions.c.epoch == epoch)
-                    .values(next_offset=next_offset, updated_at=now)
-                )
-                if done.rowcount != 1:
-                    lost.append((t, p))
-            if lost:
-                raise Fenced(lost)  # rolls the transaction back
+            moves = [
+                {"b_app_id": self.app_id, "b_topic": t, "b_partition": p, "b_epoch": epoch,
+                 "b_next_offset": next_offset, "b_updated_at": now}
+                for (t, p), (epoch, next_offset) in sorted(batch.offsets.items())
+            ]  # fmt: skip
+            if moves and conn.dialect.supports_sane_multi_rowcount:
+                done = await conn.execute(_ADVANCE, moves)
+                if done.rowcount != len(moves):  # some epoch moved on: which, then roll back
+                    raise Fenced(await self._fenced(conn, batch.offsets))
+            elif moves:
+                lost = [
+                    tp
+                    for tp, m in zip(sorted(batch.offsets), moves, strict=True)
+                    if (await conn.execute(_ADVANCE, m)).rowcount != 1
+                ]
+                if lost:
+                    raise Fenced(lost)  # rolls the transaction back
             insert = insert_for(conn)
             await _upsert(
                 conn,
@@ -233,6 +254,16 @@ class RulesStore:
                 ],
             )
 
+    async def _fenced(self, conn: AsyncConnection, offsets: dict[TP, tuple[int, int]]) -> list[TP]:
+        """The partitions of `offsets` whose epoch in the database is no longer ours."""
+        rows = await conn.execute(
+            select(partitions.c.topic, partitions.c.partition, partitions.c.epoch).where(
+                partitions.c.app_id == self.app_id
+            )
+        )
+        now = {(r.topic, r.partition): r.epoch for r in rows}
+        return [tp for tp, (epoch, _) in sorted(offsets.items()) if now.get(tp) != epoch]
+
     def _partition(self, topic: str, partition: int) -> Any:
         return and_(
             partitions.c.app_id == self.app_id,
@@ -258,9 +289,13 @@ async def _upsert(
 ) -> None:
     if not rows:
         return
-    stmt = insert(table)
-    changed = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
-    await conn.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=changed), rows)
+    built = _UPSERTS.get((conn.dialect.name, table.name))
+    if built is None:
+        stmt = insert(table)
+        changed = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
+        built = stmt.on_conflict_do_update(index_elements=list(key), set_=changed)
+        _UPSERTS[(conn.dialect.name, table.name)] = built
+    await conn.execute(built, rows)
 
 
 def _serialised_writes(engine: AsyncEngine) -> None:

@@ -47,3 +47,26 @@ async def test_a_claim_fences_the_previous_owner_and_a_refused_commit_writes_not
         for s in (a, b, other):
             if s is not None:
                 await s.close()
+
+
+async def test_a_batch_with_one_lost_partition_writes_nothing_and_names_that_one(
+    database_url: str,
+) -> None:
+    app = f"g-{uuid.uuid4().hex[:6]}"
+    a, b = RulesStore(database_url, app), RulesStore(database_url, app)
+    try:
+        await a.migrate()
+        kept, lost = ("trial.events", 1), ("trial.events", 2)
+        mine = await a.claim([kept, lost], "a")
+        await b.claim([lost], "b")  # the other worker took partition 2 since
+        batch = {kept: (mine[kept].epoch, 7), lost: (mine[lost].epoch, 9)}
+        with pytest.raises(Fenced) as refused:
+            await a.commit(Commit(batch, {"DN-001": (1, b"s")}, {}))
+        assert refused.value.lost == [lost]
+        assert await a.offsets() == {}  # partition 1 did not move either: all or nothing
+        assert await a.load_states(["DN-001"]) == {}
+        await a.commit(Commit({kept: (mine[kept].epoch, 7)}, {"DN-001": (1, b"s")}, {}))
+        assert await a.offsets() == {kept: 7}
+    finally:
+        await a.close()
+        await b.close()
