@@ -49,6 +49,15 @@ def sqlite_wal(engine: AsyncEngine, busy_timeout_ms: int = 60_000) -> None:
         cursor.close()
 
 
+WRITE_LOCK_AT_BEGIN = "write_lock_at_begin"  # in a connection's `info`: see sqlite_immediate
+
+
+def holds_write_lock(conn: AsyncConnection) -> bool:
+    """Whether `conn`'s transaction holds the database's write lock from its BEGIN: no one
+    else commits between its statements."""
+    return bool(conn.info.get(WRITE_LOCK_AT_BEGIN))
+
+
 def sqlite_immediate(engine: AsyncEngine) -> None:
     """SQLite: each transaction of `engine` takes the write lock at BEGIN (BEGIN IMMEDIATE),
     waiting out the busy timeout for it. A deferred transaction that reads, then writes after
@@ -56,8 +65,9 @@ def sqlite_immediate(engine: AsyncEngine) -> None:
     an engine that only writes, beside a plain one for reads."""
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_connection: Any, _: Any) -> None:
+    def _connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None  # the driver's own BEGIN off: ours below
+        record.info[WRITE_LOCK_AT_BEGIN] = True
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:

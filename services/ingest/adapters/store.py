@@ -29,6 +29,7 @@ from services.ingest.domain.policy import Principal, Role
 from services.sql import (
     GroupCommit,
     exclusive,
+    holds_write_lock,
     insert_for,
     open_engine,
     sqlite_immediate,
@@ -124,9 +125,6 @@ SITES_KEPT = 200_000
 _ACCEPTED_HASHES = select(accepted.c.event_id, accepted.c.content_sha256).where(
     accepted.c.event_id.in_(bindparam("ids", expanding=True))
 )
-_ACCEPTED_IDS = select(accepted.c.event_id).where(
-    accepted.c.event_id.in_(bindparam("ids", expanding=True))
-)
 _RESERVED = select(reserved).where(reserved.c.event_id.in_(bindparam("ids", expanding=True)))
 _UNRESERVE = reserved.delete().where(
     reserved.c.event_id.in_(bindparam("ids", expanding=True)),
@@ -141,7 +139,6 @@ _SITES = select(participants.c.participant_id, participants.c.site_id).where(
 _OWNERS = select(accepted.c.event_id, accepted.c.participant_id).where(
     accepted.c.event_id.in_(bindparam("ids", expanding=True))
 )
-_ACCEPT = accepted.insert()
 _ON_CONFLICT: dict[tuple[str, str], Any] = {}
 
 
@@ -355,12 +352,13 @@ async def _reserve_many(conn: AsyncConnection, items: list[_Claim]) -> list[dict
             if eid not in taken
         ]
         await conn.execute(_insert_new(conn, reserved, "event_id"), rows)
-        # accepted meanwhile (its writer recorded it between our statements): not ours
-        late = await conn.execute(_ACCEPTED_HASHES, {"ids": free})
-        taken.update((r.event_id, r.content_sha256) for r in late)
-        gone = [e for e in free if e in taken]
-        if gone:
-            await conn.execute(_UNRESERVE, {"ids": gone, "owners": [i.owner for i in items]})
+        if not holds_write_lock(conn):
+            # accepted meanwhile (its writer recorded it between our statements): not ours
+            late = await conn.execute(_ACCEPTED_HASHES, {"ids": free})
+            taken.update((r.event_id, r.content_sha256) for r in late)
+            gone = [e for e in free if e in taken]
+            if gone:
+                await conn.execute(_UNRESERVE, {"ids": gone, "owners": [i.owner for i in items]})
     held = {  # event_id -> (owner, content hash, reserved at)
         r.event_id: (r.owner, r.content_sha256, _utc(r.reserved_at))
         for r in (await conn.execute(_RESERVED, {"ids": free}) if free else [])
@@ -420,14 +418,15 @@ async def _record_many(
     now = datetime.now(UTC)
     ids = [r.event_id for rows, _, _ in items for r in rows]
     await conn.execute(_UNRESERVE, {"ids": ids, "owners": [o for _, _, o in items]})
-    have = {r.event_id for r in await conn.execute(_ACCEPTED_IDS, {"ids": ids})}
     new: dict[str, Accepted] = {}
     for rows, _, _ in items:
         for r in rows:
-            if r.event_id not in have:
-                new.setdefault(r.event_id, r)
-    if new:
-        await conn.execute(_ACCEPT, [{**r.__dict__, "accepted_at": now} for r in new.values()])
+            new.setdefault(r.event_id, r)
+    if new:  # a row already there (a replay) is left as it is
+        await conn.execute(
+            _insert_new(conn, accepted, "event_id"),
+            [{**r.__dict__, "accepted_at": now} for r in new.values()],
+        )
     enrolled = {p: (t, s) for _, people, _ in reversed(items) for p, t, s in reversed(people)}
     if enrolled:
         await conn.execute(

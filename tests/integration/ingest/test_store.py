@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from services.ingest.adapters.store import Accepted, Holder, IngestStore
 from services.ingest.domain.policy import Role
+from services.sql import holds_write_lock
 
 
 @pytest.fixture
@@ -111,6 +112,8 @@ async def test_two_processes_writing_one_database_each_wait_their_turn(
     is reserved by one, recorded once, and no write fails on the other's lock (a deferred
     SQLite transaction that reads, then writes after the other committed, fails at once)."""
     other = IngestStore(database_url)
+    async with store.writer.begin() as conn:  # SQLite: the lock is taken at BEGIN
+        assert holds_write_lock(conn) == database_url.startswith("sqlite")
     ids = [str(uuid.uuid4()) for _ in range(80)]
     long_ago = datetime.now(UTC) - timedelta(hours=1)
 
