@@ -20,6 +20,8 @@ from contracts.common import (
 from contracts.units import Analyte, UnitError, canonical_unit, check_range, fold_unit, normalise
 
 PROTOCOL_CELLS_PER_KG = 1_000_000
+_ANALYTES = frozenset(Analyte)  # (built once: each lab result asks)
+_CANONICAL_UNITS = frozenset(canonical_unit(a) for a in Analyte)
 
 
 class Sex(StrEnum):
@@ -147,7 +149,7 @@ class LabResulted(ClinicalEnvelope):
         if not isinstance(data, dict):
             return data
         analyte, value, unit = data.get("analyte"), data.get("value"), data.get("unit")
-        if analyte not in set(Analyte) or not isinstance(unit, str):
+        if analyte not in _ANALYTES or not isinstance(unit, str):
             return data  # field validation names what is missing or wrong
         if isinstance(value, bool) or not isinstance(value, int | float):
             return data
@@ -174,7 +176,7 @@ class LabResulted(ClinicalEnvelope):
     @field_validator("unit")
     @classmethod
     def _unit_is_canonical(cls, unit: str) -> str:
-        if unit not in {canonical_unit(a) for a in Analyte}:
+        if unit not in _CANONICAL_UNITS:
             raise ValueError(f"unit {unit!r} is not a known lab unit")
         return unit
 

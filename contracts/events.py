@@ -146,8 +146,14 @@ def encode(event: AnyEvent) -> bytes:
     return canonical_json(event.model_dump(mode="json"))
 
 
+# json.dumps with these arguments builds this encoder at every call; the bytes are the same
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Sorted keys, no spaces, UTF-8: `json.dumps(data, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False).encode()`, what every audit hash was computed over."""
+    return _CANONICAL.encode(data).encode()
 
 
 def decode(raw: bytes | str | dict[str, Any]) -> AnyEvent:

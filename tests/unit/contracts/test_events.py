@@ -4,8 +4,11 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contracts import EVENT_TYPES, InvalidEvent, LabResulted, encode, parse_event
+from contracts.events import canonical_json
 from services.sample import one_of_each
 
 
@@ -142,3 +145,17 @@ def test_a_partial_onset_date_is_kept_as_partial() -> None:
     ae = json.loads(encode(one_of_each()[4]))
     assert parse_event({**ae, "onset_date": "2014-03"}).onset_date == "2014-03"  # type: ignore[union-attr]
     assert "onset_date" in refusal({**ae, "onset_date": "2014-13"})
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_JSON)
+def test_the_canonical_bytes_are_json_dumps_sorted_compact_and_utf8(data: object) -> None:
+    # every stored content hash and audit hash was computed over these bytes
+    expected = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(data) == expected.encode()
