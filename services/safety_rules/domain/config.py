@@ -132,6 +132,13 @@ class RulesConfig(BaseModel):
     lab_egfr_mismatch: LabEgfrMismatch = LabEgfrMismatch()
 
     @cached_property
+    def reach(self) -> dict[str, timedelta]:
+        """How far after a result, by measure, a rule's window reaches back to it: a result
+        entered late is judged again at every later one within this (state.fold)."""
+        aki = self.creatinine_aki
+        return {"creatinine": max(aki.absolute_window, aki.ratio_window)}
+
+    @cached_property
     def enabled_rules(self) -> frozenset[str]:
         """Ids of the rules switched on (asked for every rule at every event)."""
         return frozenset(

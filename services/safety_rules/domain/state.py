@@ -11,6 +11,7 @@ and `evaluate` each keep one per participant.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -43,13 +44,19 @@ class Dose:
     cells_per_kg: float
 
 
+# How far after a result a rule's window reaches back to it, by measure: the AKI reference
+# window (RulesConfig.reach has the configured one; this is the default's).
+REACH = {"creatinine": timedelta(days=7)}
+
+
 @dataclass(slots=True)
 class Dirty:
-    """What an event made worth checking again."""
+    """What an event made worth checking again (`reach`: see REACH)."""
 
     points: dict[str, dict[str, Point]] = field(default_factory=dict)
     ae: AeReported | AeUpdated | None = None
     doses: bool = False
+    reach: Mapping[str, timedelta] = field(default_factory=lambda: REACH)
 
     def add(self, measure: str, *points: Point) -> None:
         bucket = self.points.setdefault(measure, {})
@@ -173,9 +180,6 @@ class ParticipantState:
 
 
 # -- placing results on their time lines -------------------------------------------------------
-_WINDOWS = {"creatinine": timedelta(days=7)}  # the AKI reference window reads back this far
-
-
 def _placed(state: ParticipantState, measure: str, p: Point, dirty: Dirty) -> None:
     """Mark what a result entering or leaving `measure` at p.at may change."""
     series = state.series[measure]
@@ -184,8 +188,8 @@ def _placed(state: ParticipantState, measure: str, p: Point, dirty: Dirty) -> No
         later = series.after(p.key)
         if later:  # in clinical order, none
             dirty.add(measure, *later)
-    elif measure in _WINDOWS:
-        dirty.add(measure, *series.between(p.at, p.at + _WINDOWS[measure]))
+    elif measure in dirty.reach:  # the later results whose window reaches back to it
+        dirty.add(measure, *series.between(p.at, p.at + dirty.reach[measure]))
     elif measure == "uacr":
         nxt = series.next_after(p.key)
         if nxt is not None:
@@ -306,13 +310,19 @@ def _fold_lab(event: LabResulted, state: ParticipantState, dirty: Dirty, event_i
         _sync_reported_egfr(state, p.at, dirty)
 
 
-def fold(state: ParticipantState, event: ClinicalEvent, event_id: str | None = None) -> Dirty:
+def fold(
+    state: ParticipantState,
+    event: ClinicalEvent,
+    event_id: str | None = None,
+    reach: Mapping[str, timedelta] = REACH,
+) -> Dirty:
     """Fold `event` into `state` (in place) and return what it made dirty. A correction first
     removes what it corrects; an event already corrected away is ignored. (`event_id`: the
-    event's id as text, when the caller has it already.) Events with no effect on rule state
-    (visits missed, notes) only join `seen`."""
+    event's id as text, when the caller has it already; `reach`: the configuration's windows,
+    RulesConfig.reach.) Events with no effect on rule state (visits missed, notes) only join
+    `seen`."""
     event_id = event_id or str(event.event_id)
-    dirty = Dirty()
+    dirty = Dirty(reach=reach)
     state.participant_id = event.participant_id
     state.trial_id = event.trial_id
     state.seen.add(event_id)

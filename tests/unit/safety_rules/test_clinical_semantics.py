@@ -305,3 +305,28 @@ def test_a_correction_spares_an_alert_whose_verdict_moved_onto_other_evidence() 
 
     assert len(slopes(clinical)) == 1
     assert slopes(clinical) <= slopes(events)
+
+
+def test_a_late_creatinine_is_the_aki_reference_as_far_back_as_the_configured_window() -> None:
+    """With a 14-day reference window (rules.yaml may set it), a creatinine of day 10 entered
+    after day 20's is day 20's reference: 2.0 / 1.0 is stage 2. Clinical order raises it;
+    arriving late must too (the fold once marked only 7 days after a late result)."""
+    cfg = RulesConfig.model_validate(
+        {"creatinine_aki": {**RulesConfig().creatinine_aki.model_dump(), "ratio_window_days": 14}}
+    )
+    b = (
+        a_participant()
+        .enrolled()
+        .baseline("creatinine", 1.5)
+        .dosed(day=0)
+        .lab("creatinine", 2.0, day=20)  # 1.33x the baseline: nothing
+        .lab("creatinine", 1.0, day=10)  # taken on day 10, entered after day 20's
+    )
+    events = b.events()
+    in_clinical_order = sorted(events, key=lambda e: e.occurred_at)
+    for order in (in_clinical_order, events):
+        aki = [a for a in alerts_of(order, cfg=cfg) if a.rule_id == "creatinine.aki"]
+        assert [(a.facts["stage"], a.facts["reference_mg_dl"]) for a in aki] == [(2, 1.0)]
+    # the default window (7 days) does not reach back to day 10: no AKI in either order
+    for order in (in_clinical_order, events):
+        assert not [a for a in alerts_of(order) if a.rule_id == "creatinine.aki"]
