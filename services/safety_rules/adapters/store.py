@@ -32,7 +32,6 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
-    event,
     or_,
     select,
     update,
@@ -40,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.sql import insert_for, open_engine
+from services.sql import insert_for, open_engine, sqlite_immediate, sqlite_wal
 
 log = logging.getLogger("safety_rules.store")
 
@@ -121,7 +120,10 @@ class RulesStore:
         sqlite = url.startswith("sqlite")
         self.engine: AsyncEngine = open_engine(url, connect_args={"timeout": 60} if sqlite else {})
         if sqlite:
-            _serialised_writes(self.engine)
+            # several worker processes on one file: readers beside the writer, and each
+            # transaction takes the write lock at BEGIN, so writers queue on the busy timeout
+            sqlite_wal(self.engine)
+            sqlite_immediate(self.engine)
 
     async def migrate(self) -> None:
         """Creates the tables once. Two workers starting together on a fresh database race to
@@ -296,21 +298,3 @@ async def _upsert(
         built = stmt.on_conflict_do_update(index_elements=list(key), set_=changed)
         _UPSERTS[(conn.dialect.name, table.name)] = built
     await conn.execute(built, rows)
-
-
-def _serialised_writes(engine: AsyncEngine) -> None:
-    """SQLite with several worker processes: WAL for readers beside the writer, and each
-    transaction taking the write lock at BEGIN (IMMEDIATE), so two writers queue on the busy
-    timeout instead of failing when one upgrades a read lock."""
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_connection: Any, _: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=60000")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -324,7 +324,7 @@ def evaluate(state: ParticipantState, event: ClinicalEvent, cfg: RulesConfig) ->
     if event_id in state.seen:
         return Outcome(state, duplicate=True)
     ignored = event_id in state.superseded  # corrected before it arrived: nothing to judge
-    dirty = fold(state, event, event_id, cfg.reach)
+    dirty = fold(state, event, cfg.reach, event_id)
     if ignored:
         return Outcome(state)
     found = _drafts(state, dirty, cfg)

@@ -113,8 +113,7 @@ class Series:
         if p.visit == "baseline":
             j = bisect_left([b.key for b in self.baseline_visits], p.key)
             self.baseline_visits.insert(j, p)
-        if self.fitted:
-            self._refit(i)
+        self._refit(i)
 
     def remove(self, event_id: str) -> Point | None:
         p = self.by_id.pop(event_id, None)

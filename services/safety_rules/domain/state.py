@@ -1,11 +1,11 @@
 """A participant's state: a fold over their events, kept in clinical order whatever the arrival.
 
-`fold(state, event)` places the event at its `occurred_at` and returns what it made dirty: the
-results whose rules must be checked again because their answer may have changed (the result
-itself; the later ones whose baseline, 48-hour or 7-day window, previous value or fitted slope
-it enters). A correction first takes out what it corrects, so every rule reads the corrected
-value, baseline included. The state is folded in place: the engine owns it, and the stream worker
-and `evaluate` each keep one per participant.
+`fold(state, event, reach)` places the event at its `occurred_at` and returns what it made
+dirty: the results whose rules must be checked again because their answer may have changed (the
+result itself; the later ones whose baseline, 48-hour or reference window, previous value or
+fitted slope it enters). A correction first takes out what it corrects, so every rule reads the
+corrected value, baseline included. The state is folded in place: the engine owns it, and the
+stream worker and `evaluate` each keep one per participant.
 """
 
 from __future__ import annotations
@@ -44,19 +44,15 @@ class Dose:
     cells_per_kg: float
 
 
-# How far after a result a rule's window reaches back to it, by measure: the AKI reference
-# window (RulesConfig.reach has the configured one; this is the default's).
-REACH = {"creatinine": timedelta(days=7)}
-
-
 @dataclass(slots=True)
 class Dirty:
-    """What an event made worth checking again (`reach`: see REACH)."""
+    """What an event made worth checking again. `reach`: how far after a result, by measure,
+    a rule's window reaches back to it (RulesConfig.reach)."""
 
+    reach: Mapping[str, timedelta]
     points: dict[str, dict[str, Point]] = field(default_factory=dict)
     ae: AeReported | AeUpdated | None = None
     doses: bool = False
-    reach: Mapping[str, timedelta] = field(default_factory=lambda: REACH)
 
     def add(self, measure: str, *points: Point) -> None:
         bucket = self.points.setdefault(measure, {})
@@ -313,14 +309,13 @@ def _fold_lab(event: LabResulted, state: ParticipantState, dirty: Dirty, event_i
 def fold(
     state: ParticipantState,
     event: ClinicalEvent,
+    reach: Mapping[str, timedelta],
     event_id: str | None = None,
-    reach: Mapping[str, timedelta] = REACH,
 ) -> Dirty:
     """Fold `event` into `state` (in place) and return what it made dirty. A correction first
-    removes what it corrects; an event already corrected away is ignored. (`event_id`: the
-    event's id as text, when the caller has it already; `reach`: the configuration's windows,
-    RulesConfig.reach.) Events with no effect on rule state (visits missed, notes) only join
-    `seen`."""
+    removes what it corrects; an event already corrected away is ignored. (`reach`: the
+    configuration's RulesConfig.reach; `event_id`: the event's id as text, when the caller has
+    it already.) Events with no effect on rule state (visits missed, notes) only join `seen`."""
     event_id = event_id or str(event.event_id)
     dirty = Dirty(reach=reach)
     state.participant_id = event.participant_id
