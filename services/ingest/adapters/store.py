@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     DateTime,
     Integer,
     MetaData,
@@ -23,7 +24,7 @@ from sqlalchemy import (
     bindparam,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.domain.policy import Principal, Role
 from services.sql import (
@@ -142,7 +143,7 @@ _OWNERS = select(accepted.c.event_id, accepted.c.participant_id).where(
 _ON_CONFLICT: dict[tuple[str, str], Any] = {}
 
 
-def _insert_new(conn: AsyncConnection, table: Table, key: str) -> Any:
+def _insert_new(conn: Connection, table: Table, key: str) -> Any:
     """INSERT ... ON CONFLICT (key) DO NOTHING in the connection's dialect, built once each."""
     found = _ON_CONFLICT.get((conn.dialect.name, table.name))
     if found is None:
@@ -183,6 +184,7 @@ class IngestStore:
             await conn.run_sync(metadata.create_all)
 
     async def close(self) -> None:
+        await self.writes.close()
         await self.engine.dispose()
         if self.writer is not self.engine:
             await self.writer.dispose()
@@ -338,10 +340,10 @@ class _Claim:
     stale_before: datetime
 
 
-async def _reserve_many(conn: AsyncConnection, items: list[_Claim]) -> list[dict[str, Holder]]:
+def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holder]]:
     ids = list({eid for item in items for eid in item.claims})
     now = datetime.now(UTC)
-    done = await conn.execute(_ACCEPTED_HASHES, {"ids": ids})
+    done = conn.execute(_ACCEPTED_HASHES, {"ids": ids})
     taken = {r.event_id: r.content_sha256 for r in done}
     free = [eid for eid in ids if eid not in taken]
     if free:
@@ -351,17 +353,17 @@ async def _reserve_many(conn: AsyncConnection, items: list[_Claim]) -> list[dict
             for eid, digest in item.claims.items()
             if eid not in taken
         ]
-        await conn.execute(_insert_new(conn, reserved, "event_id"), rows)
+        conn.execute(_insert_new(conn, reserved, "event_id"), rows)
         if not holds_write_lock(conn):
             # accepted meanwhile (its writer recorded it between our statements): not ours
-            late = await conn.execute(_ACCEPTED_HASHES, {"ids": free})
+            late = conn.execute(_ACCEPTED_HASHES, {"ids": free})
             taken.update((r.event_id, r.content_sha256) for r in late)
             gone = [e for e in free if e in taken]
             if gone:
-                await conn.execute(_UNRESERVE, {"ids": gone, "owners": [i.owner for i in items]})
+                conn.execute(_UNRESERVE, {"ids": gone, "owners": [i.owner for i in items]})
     held = {  # event_id -> (owner, content hash, reserved at)
         r.event_id: (r.owner, r.content_sha256, _utc(r.reserved_at))
-        for r in (await conn.execute(_RESERVED, {"ids": free}) if free else [])
+        for r in (conn.execute(_RESERVED, {"ids": free}) if free else [])
     }
     out: list[dict[str, Holder]] = []
     for item in items:
@@ -375,7 +377,7 @@ async def _reserve_many(conn: AsyncConnection, items: list[_Claim]) -> list[dict
                 continue
             if content == digest and since < item.stale_before:
                 # a writer that died left it: taken over, for the same content only
-                await conn.execute(
+                conn.execute(
                     reserved.update()
                     .where(reserved.c.event_id == eid, reserved.c.owner == owner)
                     .values(owner=item.owner, reserved_at=now)
@@ -391,48 +393,46 @@ def _utc(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite keeps no zone
 
 
-async def _release_many(conn: AsyncConnection, items: list[tuple[list[str], str]]) -> list[None]:
+def _release_many(conn: Connection, items: list[tuple[list[str], str]]) -> list[None]:
     for event_ids, owner in items:
-        await conn.execute(_UNRESERVE, {"ids": event_ids, "owners": [owner]})
+        conn.execute(_UNRESERVE, {"ids": event_ids, "owners": [owner]})
     return [None] * len(items)
 
 
-async def _claim_sites_many(
-    conn: AsyncConnection, items: list[list[tuple[str, str]]]
-) -> list[dict[str, str]]:
+def _claim_sites_many(conn: Connection, items: list[list[tuple[str, str]]]) -> list[dict[str, str]]:
     first = {p: s for item in reversed(items) for p, s in reversed(item)}  # the first claim wins
-    await conn.execute(
+    conn.execute(
         _insert_new(conn, site_claims, "participant_id"),
         [{"participant_id": p, "site_id": s} for p, s in first.items()],
     )
-    rows = await conn.execute(_CLAIMED, {"ids": list(first)})
+    rows = conn.execute(_CLAIMED, {"ids": list(first)})
     sites = {r.participant_id: r.site_id for r in rows}
     return [{p: sites[p] for p, _ in item} for item in items]
 
 
-async def _record_many(
-    conn: AsyncConnection, items: list[tuple[list[Accepted], list[tuple[str, str, str]], str]]
+def _record_many(
+    conn: Connection, items: list[tuple[list[Accepted], list[tuple[str, str, str]], str]]
 ) -> list[dict[str, str]]:
     """Each item's rows and enrolments recorded; returns, per item, the registered site of each
     participant it enrolled."""
     now = datetime.now(UTC)
     ids = [r.event_id for rows, _, _ in items for r in rows]
-    await conn.execute(_UNRESERVE, {"ids": ids, "owners": [o for _, _, o in items]})
+    conn.execute(_UNRESERVE, {"ids": ids, "owners": [o for _, _, o in items]})
     new: dict[str, Accepted] = {}
     for rows, _, _ in items:
         for r in rows:
             new.setdefault(r.event_id, r)
     if new:  # a row already there (a replay) is left as it is
-        await conn.execute(
+        conn.execute(
             _insert_new(conn, accepted, "event_id"),
             [{**r.__dict__, "accepted_at": now} for r in new.values()],
         )
     enrolled = {p: (t, s) for _, people, _ in reversed(items) for p, t, s in reversed(people)}
     if enrolled:
-        await conn.execute(
+        conn.execute(
             _insert_new(conn, participants, "participant_id"),
             [{"participant_id": p, "trial_id": t, "site_id": s} for p, (t, s) in enrolled.items()],
         )
-        sites = {r[0]: r[1] for r in await conn.execute(_SITES, {"ids": list(enrolled)})}
+        sites = {r[0]: r[1] for r in conn.execute(_SITES, {"ids": list(enrolled)})}
         return [{p: sites[p] for p, _, _ in people} for _, people, _ in items]
     return [{} for _ in items]

@@ -6,18 +6,17 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.sql import GroupCommit, open_engine, sqlite_wal
 from tests.conftest import postgres_url
 
 
-async def _insert_many(conn: AsyncConnection, items: list[str]) -> list[int]:
+def _insert_many(conn: Connection, items: list[str]) -> list[int]:
     """One statement for every caller's row (what makes a shared transaction cheap)."""
-    await conn.execute(text("INSERT INTO t (k) VALUES (:k)"), [{"k": k} for k in items])
-    rows = await conn.execute(text("SELECT k, rowid FROM t"))
+    conn.execute(text("INSERT INTO t (k) VALUES (:k)"), [{"k": k} for k in items])
+    rows = conn.execute(text("SELECT k, rowid FROM t"))
     ids = dict(rows.all())
     return [ids[k] for k in items]
 
@@ -31,13 +30,14 @@ async def test_concurrent_writes_share_transactions_and_a_failure_stays_with_its
         await conn.execute(text("CREATE TABLE t (k TEXT PRIMARY KEY)"))
         await conn.execute(text("INSERT INTO t (k) VALUES ('taken')"))
     commits = 0
+    writes = GroupCommit(engine)
+    assert writes.sync_engine is not None
 
-    @event.listens_for(engine.sync_engine, "commit")
+    @event.listens_for(writes.sync_engine, "commit")
     def _count(_: object) -> None:
         nonlocal commits
         commits += 1
 
-    writes = GroupCommit(engine)
     keys = [f"k{n}" for n in range(40)]
     results = await asyncio.gather(
         *(writes.run(_insert_many, k) for k in keys),
@@ -59,6 +59,7 @@ async def test_concurrent_writes_share_transactions_and_a_failure_stays_with_its
     await asyncio.gather(*(writes.run(_insert_many, k) for k in more))
     assert commits <= 2, commits  # 40 concurrent callers, at most two transactions
     assert commits_with_failure <= 42
+    await writes.close()
     await engine.dispose()
 
 
@@ -70,10 +71,8 @@ async def test_with_postgresql_each_write_is_its_own_transaction() -> None:
         await conn.execute(text("DROP TABLE IF EXISTS group_commit_t"))
         await conn.execute(text("CREATE TABLE group_commit_t (k TEXT PRIMARY KEY)"))
 
-    async def insert(conn: AsyncConnection, items: list[str]) -> list[str]:
-        await conn.execute(
-            text("INSERT INTO group_commit_t (k) VALUES (:k)"), [{"k": k} for k in items]
-        )
+    def insert(conn: Connection, items: list[str]) -> list[str]:
+        conn.execute(text("INSERT INTO group_commit_t (k) VALUES (:k)"), [{"k": k} for k in items])
         return items
 
     got = await asyncio.gather(*(writes.run(insert, f"p{n}") for n in range(10)))
