@@ -148,14 +148,34 @@ def test_a_partial_onset_date_is_kept_as_partial() -> None:
 
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
 )
 
 
+def _json_dumps(data: object) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 @given(_JSON)
 def test_the_canonical_bytes_are_json_dumps_sorted_compact_and_utf8(data: object) -> None:
     # every stored content hash and audit hash was computed over these bytes
-    expected = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert canonical_json(data) == expected.encode()
+    assert canonical_json(data) == _json_dumps(data)
+
+
+@given(st.floats(min_value=1e-12, max_value=1e-2) | st.floats(min_value=1e15, max_value=1e23))
+def test_floats_where_two_encoders_part_are_written_as_json_writes_them(x: float) -> None:
+    # json writes 1e-05 where orjson writes 0.00001 or 1e-5; both write 0.0001 and 1e+16
+    for value in (x, -x, [x], {"value": x}):
+        assert canonical_json(value) == _json_dumps(value)
+
+
+def test_the_values_at_the_edges_of_the_fast_encoder_are_written_as_json_writes_them() -> None:
+    edges = [1e-4, 9.999999999999999e-05, 1e-05, 1.2668107126206719e-05, 1e-10, 1e16, 1e21]
+    edges += [2**63, 2**64, -(2**63) - 1, float("nan"), float("inf"), -0.0, 5e-324]
+    for value in edges:
+        assert canonical_json({"v": value}) == _json_dumps({"v": value}), value
+    assert canonical_json({"b": [1, 2.5, None, True], "a": "é\u2028\x00"}) == (
+        '{"a":"é\u2028\\u0000","b":[1,2.5,null,true]}'.encode()
+    )
