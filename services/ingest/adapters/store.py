@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    func,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -127,10 +128,12 @@ _ACCEPTED_HASHES = select(accepted.c.event_id, accepted.c.content_sha256).where(
     accepted.c.event_id.in_(bindparam("ids", expanding=True))
 )
 _RESERVED = select(reserved).where(reserved.c.event_id.in_(bindparam("ids", expanding=True)))
+_RESERVED_BY_OTHERS = _RESERVED.where(reserved.c.owner != bindparam("owner"))
 _UNRESERVE = reserved.delete().where(
     reserved.c.event_id.in_(bindparam("ids", expanding=True)),
     reserved.c.owner.in_(bindparam("owners", expanding=True)),
 )
+_DONE_WITH = reserved.delete().where(reserved.c.owner.in_(bindparam("owners", expanding=True)))
 _CLAIMED = select(site_claims).where(
     site_claims.c.participant_id.in_(bindparam("ids", expanding=True))
 )
@@ -143,11 +146,15 @@ _OWNERS = select(accepted.c.event_id, accepted.c.participant_id).where(
 _ON_CONFLICT: dict[tuple[str, str], Any] = {}
 
 
-def _insert_new(conn: Connection, table: Table, key: str) -> Any:
-    """INSERT ... ON CONFLICT (key) DO NOTHING in the connection's dialect, built once each."""
+def _insert_new(conn: Connection, table: Table, key: str, stamped: str | None = None) -> Any:
+    """INSERT ... ON CONFLICT (key) DO NOTHING in the connection's dialect, built once each;
+    the column `stamped` set to the database's time (a timestamp bound with each row cost more
+    than the row's other columns together)."""
     found = _ON_CONFLICT.get((conn.dialect.name, table.name))
     if found is None:
         found = insert_for(conn)(table).on_conflict_do_nothing(index_elements=[key])
+        if stamped is not None:
+            found = found.values({stamped: func.now()})
         _ON_CONFLICT[(conn.dialect.name, table.name)] = found
     return found
 
@@ -301,7 +308,8 @@ class IngestStore:
         self, rows: list[Accepted], enrolled: list[tuple[str, str, str]], owner: str
     ) -> None:
         """Records accepted events and new enrolments (participant, trial, site), and drops
-        their reservations; rows already there are left as they are."""
+        every reservation `owner` holds (a request records once, after all its writes ended);
+        rows already there are left as they are."""
         if rows:
             # the registry's sites of those enrolled (the first enrolment's, whatever these say)
             self._keep_sites(await self.writes.run(_record_many, (rows, enrolled, owner)))
@@ -348,12 +356,12 @@ def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holde
     free = [eid for eid in ids if eid not in taken]
     if free:
         rows = [
-            {"event_id": eid, "content_sha256": digest, "owner": item.owner, "reserved_at": now}
+            {"event_id": eid, "content_sha256": digest, "owner": item.owner}
             for item in items
             for eid, digest in item.claims.items()
             if eid not in taken
         ]
-        conn.execute(_insert_new(conn, reserved, "event_id"), rows)
+        conn.execute(_insert_new(conn, reserved, "event_id", stamped="reserved_at"), rows)
         if not holds_write_lock(conn):
             # accepted meanwhile (its writer recorded it between our statements): not ours
             late = conn.execute(_ACCEPTED_HASHES, {"ids": free})
@@ -361,9 +369,19 @@ def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holde
             gone = [e for e in free if e in taken]
             if gone:
                 conn.execute(_UNRESERVE, {"ids": gone, "owners": [i.owner for i in items]})
-    held = {  # event_id -> (owner, content hash, reserved at)
+    # event_id -> (owner, content hash, reserved at), of the rows another request holds (with
+    # one request in the transaction, only those are read: the rest are its own)
+    alone = len(items) == 1
+    held = {
         r.event_id: (r.owner, r.content_sha256, _utc(r.reserved_at))
-        for r in (conn.execute(_RESERVED, {"ids": free}) if free else [])
+        for r in (
+            conn.execute(
+                _RESERVED_BY_OTHERS if alone else _RESERVED,
+                {"ids": free, "owner": items[0].owner} if alone else {"ids": free},
+            )
+            if free
+            else []
+        )
     }
     out: list[dict[str, Holder]] = []
     for item in items:
@@ -372,7 +390,7 @@ def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holde
             if eid in taken:
                 mine[eid] = Holder(taken[eid], True)
                 continue
-            owner, content, since = held[eid]
+            owner, content, since = held.get(eid) or (item.owner, digest, now)
             if owner == item.owner:
                 continue
             if content == digest and since < item.stale_before:
@@ -415,17 +433,16 @@ def _record_many(
 ) -> list[dict[str, str]]:
     """Each item's rows and enrolments recorded; returns, per item, the registered site of each
     participant it enrolled."""
-    now = datetime.now(UTC)
-    ids = [r.event_id for rows, _, _ in items for r in rows]
-    conn.execute(_UNRESERVE, {"ids": ids, "owners": [o for _, _, o in items]})
+    # a request records once, when every write of it has ended: all its reservations go
+    conn.execute(_DONE_WITH, {"owners": [o for _, _, o in items]})
     new: dict[str, Accepted] = {}
     for rows, _, _ in items:
         for r in rows:
             new.setdefault(r.event_id, r)
     if new:  # a row already there (a replay) is left as it is
         conn.execute(
-            _insert_new(conn, accepted, "event_id"),
-            [{**r.__dict__, "accepted_at": now} for r in new.values()],
+            _insert_new(conn, accepted, "event_id", stamped="accepted_at"),
+            [r.__dict__ for r in new.values()],
         )
     enrolled = {p: (t, s) for _, people, _ in reversed(items) for p, t, s in reversed(people)}
     if enrolled:

@@ -59,6 +59,10 @@ async def test_one_writer_holds_an_event_id_until_it_is_recorded_or_released(
     assert await store.reserve({e: "h2"}, "w3", stale_before=later) == {e: Holder("h1", False)}
     assert await store.reserve({e: "h1"}, "w4", stale_before=later) == {}
     await store.release([e], "w1")  # not w1's any more: nothing happens
+    other = str(uuid.uuid4())  # nor when w1, still alive, records what it wrote
+    await store.record(
+        [Accepted(other, "h", "lab.resulted", "DN-1", "trial.events", 0, 0, "x")], [], "w1"
+    )
     assert await store.reserve({e: "h1"}, "w5", stale_before=long_ago) == {e: Holder("h1", False)}
     await store.record(
         [Accepted(e, "h1", "lab.resulted", "DN-1", "trial.events", 0, 1, "x")], [], "w4"
