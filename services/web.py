@@ -4,6 +4,7 @@ event loop, and one graceful shutdown on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -59,12 +60,22 @@ async def serve_beside(
         )  # fmt: skip
         server = _Server(config)
     served = asyncio.create_task(server.serve(sockets=sockets)) if server else None
+    freeze_startup_heap()
     try:
         return await work(stop)
     finally:
         if server and served:
             server.should_exit = True
             await served
+
+
+def freeze_startup_heap() -> None:
+    """Call once a service has started: what it built to start (modules, schemas, compiled
+    statements: most of its heap) is never garbage, and is kept out of every later collection
+    (`gc.freeze`). Each full collection walked all of it: ingest's 99,000 objects took 60-73 ms
+    on the 2-core test machine, a pause of everything in flight."""
+    gc.collect()
+    gc.freeze()
 
 
 def _bound(host: str, port: int) -> socket.socket:

@@ -28,7 +28,7 @@ from services.ingest.importer import import_sdtm
 from services.ingest.metrics import IngestMetrics
 from services.ingest.service import Ingest, Outcome, Refused, Result
 from services.ingest.settings import IngestSettings
-from services.web import guard
+from services.web import freeze_startup_heap, guard
 
 log = logging.getLogger("ingest.api")
 
@@ -121,6 +121,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.create()
+        freeze_startup_heap()
         yield
         await event_log.close()
         await store.close()
