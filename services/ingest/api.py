@@ -7,15 +7,17 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field, TypeAdapter
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts import ClinicalEvent
 from contracts.events import loads
@@ -135,35 +137,28 @@ def create_app(
     )
     body_schema, components = _request_schema()
 
-    async def principal(
-        request: Request,
-        x_api_key: Annotated[
-            str | None, Header(description="API key of a site or an admin")
-        ] = None,
-    ) -> Principal:
-        secret = x_api_key
+    async def caller(request: Request) -> Principal | None:
+        """Whose key the request carries (X-API-Key or Authorization: Bearer), if valid."""
+        secret = request.headers.get("x-api-key")
         auth = request.headers.get("authorization", "")
         if secret is None and auth.lower().startswith("bearer "):
             secret = auth[7:].strip()
-        who = await store.principal(secret) if secret else None
+        return await store.principal(secret) if secret else None
+
+    async def principal(
+        request: Request,
+        x_api_key: Annotated[  # read by caller(); declared here for the OpenAPI document
+            str | None, Header(description=_KEY_DOC)
+        ] = None,
+    ) -> Principal:
+        who = await caller(request)
         if who is None:
             raise _UnauthorizedError
         return who
 
     @app.exception_handler(_UnauthorizedError)
     async def unauthorized(_: Request, __: Exception) -> JSONResponse:
-        return _error(
-            401,
-            "a valid API key is required (X-API-Key or Authorization: Bearer)",
-            [{"field": "X-API-Key", "reason": "missing, unknown or revoked"}],
-            **{"WWW-Authenticate": "Bearer"},
-        )
-
-    def count(route: str, status: int, seconds: float) -> None:
-        metrics.requests.labels(route, str(status)).inc()
-        metrics.latency.labels(route).observe(seconds)
-
-    guard(app, count, log)
+        return _unauthorized()
 
     zone = ZoneInfo(settings.ingest_site_timezone)
     depth = settings.ingest_max_json_depth
@@ -246,17 +241,30 @@ def create_app(
             503: {},
         },
         openapi_extra={
+            "parameters": [
+                {"name": "x-api-key", "in": "header", "description": _KEY_DOC,
+                 "schema": {"type": "string"}},
+                {"name": "idempotency-key", "in": "header", "description": _IDEMPOTENCY_DOC,
+                 "schema": {"type": "string", "maxLength": _IDEMPOTENCY_KEY_MAX}},
+            ],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": body_schema}},
-            }
+            },
         },
-    )
-    async def post_events(
-        request: Request,
-        who: Annotated[Principal, Depends(principal)],
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-    ) -> JSONResponse:
+    )  # fmt: skip
+    async def post_events(request: Request) -> JSONResponse:
+        """Reached through `_Lane` (the headers are read here, not by FastAPI's dependencies:
+        the OpenAPI document declares them above)."""
+        who = await caller(request)
+        if who is None:
+            return _unauthorized()
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is not None and len(idempotency_key) > _IDEMPOTENCY_KEY_MAX:
+            reason = f"String should have at most {_IDEMPOTENCY_KEY_MAX} characters"
+            return _error(
+                422, "invalid request", [{"field": "header.idempotency-key", "reason": reason}]
+            )
         try:
             raw = await _read(request, settings.ingest_max_body_bytes)
             bodies = _json_events(load_json(raw, depth), settings.ingest_max_batch)
@@ -419,7 +427,53 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.submit = submit
+    (events,) = [r for r in app.routes if isinstance(r, APIRoute) and r.path == "/v1/events"]
+    app.add_middleware(_Lane, path="/v1/events", route=events, endpoint=post_events)
+
+    def count(route: str, status: int, seconds: float) -> None:
+        metrics.requests.labels(route, str(status)).inc()
+        metrics.latency.labels(route).observe(seconds)
+
+    guard(app, count, log)  # after the lane: its requests are counted (and a 500 shaped) too
     return app
+
+
+class _Lane:
+    """`POST {path}` handed straight to its endpoint from inside the measured middleware, past
+    FastAPI's routing, dependency solving and exception middleware (a third of a one-event
+    request's CPU went there). The endpoint answers every case itself; every other request
+    goes on as usual."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        path: str,
+        route: APIRoute,
+        endpoint: Callable[[Request], Awaitable[Response]],
+    ) -> None:
+        self.app, self.path, self.route, self.endpoint = app, path, route, endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path and scope["method"] == "POST":
+            scope["route"] = self.route  # the route's name in the request metrics
+            response = await self.endpoint(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+_KEY_DOC = "API key of a site or an admin"
+_IDEMPOTENCY_DOC = "the same key with the same body answers the first answer again"
+_IDEMPOTENCY_KEY_MAX = 200
+
+
+def _unauthorized() -> JSONResponse:
+    return _error(
+        401,
+        "a valid API key is required (X-API-Key or Authorization: Bearer)",
+        [{"field": "X-API-Key", "reason": "missing, unknown or revoked"}],
+        **{"WWW-Authenticate": "Bearer"},
+    )
 
 
 class _UnauthorizedError(Exception):
