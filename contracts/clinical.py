@@ -20,7 +20,7 @@ from contracts.common import (
 from contracts.units import Analyte, UnitError, canonical_unit, check_range, fold_unit, normalise
 
 PROTOCOL_CELLS_PER_KG = 1_000_000
-_ANALYTES = frozenset(Analyte)  # (built once: each lab result asks)
+_ANALYTES = {a.value: a for a in Analyte}  # (built once: each lab result asks)
 _CANONICAL_UNITS = frozenset(canonical_unit(a) for a in Analyte)
 
 
@@ -149,18 +149,19 @@ class LabResulted(ClinicalEnvelope):
         if not isinstance(data, dict):
             return data
         analyte, value, unit = data.get("analyte"), data.get("value"), data.get("unit")
-        if analyte not in _ANALYTES or not isinstance(unit, str):
+        a = _ANALYTES.get(analyte) if isinstance(analyte, str) else None
+        if a is None or not isinstance(unit, str):
             return data  # field validation names what is missing or wrong
         if isinstance(value, bool) or not isinstance(value, int | float):
             return data
         if not math.isfinite(value):
             raise ValueError("value: must be a finite number")
-        a = Analyte(analyte)
+        canonical = canonical_unit(a)
         try:
-            if fold_unit(unit) == canonical_unit(a):
+            if fold_unit(unit) == canonical:
                 if not replaying(info):  # a recorded value is decoded as it was accepted
                     check_range(a, float(value))
-                return {**data, "unit": canonical_unit(a)}
+                return data if unit == canonical else {**data, "unit": canonical}
             converted = normalise(a, float(value), unit, check=not replaying(info))
         except UnitError as e:
             field = "value" if "range" in str(e) else "unit"
@@ -168,7 +169,7 @@ class LabResulted(ClinicalEnvelope):
         return {
             **data,
             "value": converted,
-            "unit": canonical_unit(a),
+            "unit": canonical,
             "original_value": value,
             "original_unit": unit,
         }

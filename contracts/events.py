@@ -132,11 +132,14 @@ def _validate(raw: bytes | str | dict[str, Any], context: dict[str, Any] | None)
     event_type = data.get("event_type")
     if event_type is None:
         raise InvalidEvent([FieldError("event_type", "is required")])
-    if event_type not in EVENT_TYPES:
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         known = ", ".join(sorted(EVENT_TYPES))
-        raise InvalidEvent(
-            [FieldError("event_type", f"unknown event type {event_type!r} (known: {known})")]
+        what = (
+            f"unknown event type {event_type!r}"
+            if isinstance(event_type, str | int | float)
+            else "not a string"
         )
+        raise InvalidEvent([FieldError("event_type", f"{what} (known: {known})")])
     try:
         return _ADAPTER.validate_python(data, context=context)
     except ValidationError as e:

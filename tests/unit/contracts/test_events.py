@@ -179,3 +179,16 @@ def test_the_values_at_the_edges_of_the_fast_encoder_are_written_as_json_writes_
     assert canonical_json({"b": [1, 2.5, None, True], "a": "é\u2028\x00"}) == (
         '{"a":"é\u2028\\u0000","b":[1,2.5,null,true]}'.encode()
     )
+
+
+@pytest.mark.parametrize("analyte", [[], {}, ["creatinine"]])
+def test_an_analyte_that_is_not_a_string_is_refused_by_name_not_a_crash(analyte: object) -> None:
+    # a list here once raised TypeError ("unhashable") out of the validator: a 500 at ingest
+    assert "analyte" in refusal(a_lab(analyte=analyte))
+
+
+@pytest.mark.parametrize("event_type", [[], {}, ["lab.resulted"]])
+def test_an_event_type_that_is_not_a_string_is_refused_by_name_not_a_crash(
+    event_type: object,
+) -> None:
+    assert "event_type" in refusal(a_lab(event_type=event_type))
