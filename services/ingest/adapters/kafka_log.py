@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from contracts import ClinicalEvent, key_for, topic_for
 
@@ -39,6 +40,27 @@ class EventLog(Protocol):
     async def close(self) -> None: ...
 
 
+class KeyPartitioner:
+    """aiokafka's default partitioner (the Java client's: murmur2 of the key, modulo the
+    partitions), each key's hash kept: a participant's key is hashed for each of its events,
+    3.9 us in pure Python each time. Up to `kept` keys; a key-less message goes to the default."""
+
+    def __init__(self, kept: int = 100_000) -> None:
+        self.kept = kept
+        self._hashes: dict[bytes, int] = {}
+        self._default = DefaultPartitioner()
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(self._default(key, all_partitions, available))
+        found = self._hashes.get(key)
+        if found is None:
+            if len(self._hashes) >= self.kept:
+                self._hashes.clear()
+            found = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[found % len(all_partitions)]
+
+
 class KafkaEventLog:
     """Starts its producer lazily and again after a failure, so the service comes up (not
     ready) while the broker is down and recovers when it is back."""
@@ -48,6 +70,7 @@ class KafkaEventLog:
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._partitioner = KeyPartitioner()
 
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
@@ -57,6 +80,7 @@ class KafkaEventLog:
                     acks="all",
                     enable_idempotence=True,
                     request_timeout_ms=int(self.timeout_s * 1000),
+                    partitioner=self._partitioner,
                 )
                 try:
                     await asyncio.wait_for(producer.start(), self.timeout_s)
