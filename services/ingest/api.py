@@ -186,7 +186,7 @@ def create_app(
         raw: bytes,
     ) -> JSONResponse:
         memo_key = f"{who.key_id}:{idempotency_key}" if idempotency_key else None
-        request_sha = hashlib.sha256(raw).hexdigest()
+        request_sha = hashlib.sha256(raw).hexdigest() if memo_key else ""
         if memo_key:
             remembered = await store.remembered(memo_key)
             if remembered is not None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from contracts import (
@@ -55,9 +56,13 @@ class Result:
     outcome: Outcome
     position: Position | None = None
 
+    @cached_property
+    def event_id(self) -> str:  # (a UUID's str is made anew at each call)
+        return str(self.event.event_id)
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "event_id": str(self.event.event_id),
+            "event_id": self.event_id,
             "event_type": self.event.event_type,
             "outcome": self.outcome.value,
         }
@@ -236,7 +241,7 @@ class Ingest:
             await self._record(
                 produced, owner, {eid: digest for eid, (_, _, digest) in first.items()}
             )
-            done = {str(r.event.event_id) for r in produced}
+            done = {r.event_id for r in produced}
             await self.store.release([eid for eid in mine if eid not in done], owner)
         if failure is not None:
             raise failure
@@ -302,8 +307,8 @@ class Ingest:
     async def _record(self, results: list[Result], owner: str, digests: dict[str, str]) -> None:
         rows = [
             Accepted(
-                str(r.event.event_id),
-                digests[str(r.event.event_id)],
+                r.event_id,
+                digests[r.event_id],
                 r.event.event_type,
                 r.event.participant_id,
                 r.position.topic,
