@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from functools import cached_property
 from typing import Any
 
 from contracts import (
@@ -53,12 +52,9 @@ class Outcome(StrEnum):
 class Result:
     where: str
     event: ClinicalEvent
+    event_id: str  # str(event.event_id), made once (a UUID's str is made anew at each call)
     outcome: Outcome
     position: Position | None = None
-
-    @cached_property
-    def event_id(self) -> str:  # (a UUID's str is made anew at each call)
-        return str(self.event.event_id)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -217,7 +213,7 @@ class Ingest:
             if eid not in first:
                 first[eid], wire_of[eid] = (where, event, digest), wire
             elif first[eid][2] == digest:
-                results[where] = Result(where, event, Outcome.DUPLICATE)
+                results[where] = Result(where, event, eid, Outcome.DUPLICATE)
             else:
                 conflicts.append((where, _CONFLICT))
         await self._register(first, conflicts)
@@ -233,8 +229,8 @@ class Ingest:
                 [(e, wire_of[eid]) for eid, (_, e, _) in zip(mine, writing, strict=True)]
             )
             produced = [
-                Result(where, event, Outcome.ACCEPTED, position)
-                for (where, event, _), position in zip(writing, positions, strict=True)
+                Result(where, event, eid, Outcome.ACCEPTED, position)
+                for eid, (where, event, _), position in zip(mine, writing, positions, strict=True)
                 if position is not None
             ]
         finally:
@@ -275,7 +271,7 @@ class Ingest:
                 elif holder.content_sha256 != digest:
                     conflicts.append((where, _CONFLICT))
                 elif holder.accepted:
-                    results[where] = Result(where, event, Outcome.DUPLICATE)
+                    results[where] = Result(where, event, eid, Outcome.DUPLICATE)
                 else:
                     in_flight[eid] = entry  # another request is writing it: wait for its outcome
             waiting = in_flight
