@@ -178,7 +178,16 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         while self._waiting:
             group, self._waiting = self._waiting, []
-            outcomes = await loop.run_in_executor(self._thread, self._transaction, group)
+            try:
+                outcomes = await loop.run_in_executor(self._thread, self._transaction, group)
+            except BaseException as e:  # the thread is gone (closed): no caller waits forever
+                waiting, self._waiting = group + self._waiting, []
+                for _, _, done in waiting:
+                    if not done.done():
+                        done.set_exception(e) if isinstance(e, Exception) else done.cancel()
+                if isinstance(e, Exception):
+                    return  # each caller has it
+                raise
             for (_, _, done), (ok, value) in zip(group, outcomes, strict=True):
                 if done.done():
                     continue

@@ -82,3 +82,17 @@ async def test_with_postgresql_each_write_is_its_own_transaction() -> None:
     async with engine.begin() as conn:
         await conn.execute(text("DROP TABLE group_commit_t"))
     await engine.dispose()
+
+
+async def test_a_write_after_close_fails_at_once_rather_than_waiting_forever(
+    tmp_path: Path,
+) -> None:
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path}/c.db")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (k TEXT PRIMARY KEY)"))
+    writes = GroupCommit(engine)
+    assert await writes.run(_insert_many, "before") == 1
+    await writes.close()
+    with pytest.raises(RuntimeError):  # its thread is gone: the caller hears so
+        await asyncio.wait_for(writes.run(_insert_many, "after"), timeout=30)
+    await engine.dispose()
