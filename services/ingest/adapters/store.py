@@ -369,9 +369,11 @@ def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holde
             gone = [e for e in free if e in taken]
             if gone:
                 conn.execute(_UNRESERVE, {"ids": gone, "owners": [i.owner for i in items]})
-    # event_id -> (owner, content hash, reserved at), of the rows another request holds (with
-    # one request in the transaction, only those are read: the rest are its own)
-    alone = len(items) == 1
+    # event_id -> (owner, content hash, reserved at). With the write lock held from BEGIN and
+    # one request in the transaction, only the rows others hold are read: the rest are its own.
+    # Without the lock (PostgreSQL) another request may record or release a row between our
+    # statements, so every row is read, and one gone meanwhile is asked for again.
+    alone = len(items) == 1 and holds_write_lock(conn)
     held = {
         r.event_id: (r.owner, r.content_sha256, _utc(r.reserved_at))
         for r in (
@@ -390,7 +392,12 @@ def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holde
             if eid in taken:
                 mine[eid] = Holder(taken[eid], True)
                 continue
-            owner, content, since = held.get(eid) or (item.owner, digest, now)
+            found = held.get(eid)
+            if found is None:
+                if not alone:  # gone between our statements: in flight, asked for again
+                    mine[eid] = Holder(digest, False)
+                continue  # (alone: ours)
+            owner, content, since = found
             if owner == item.owner:
                 continue
             if content == digest and since < item.stale_before:
