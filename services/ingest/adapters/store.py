@@ -143,19 +143,20 @@ _SITES = select(participants.c.participant_id, participants.c.site_id).where(
 _OWNERS = select(accepted.c.event_id, accepted.c.participant_id).where(
     accepted.c.event_id.in_(bindparam("ids", expanding=True))
 )
-_ON_CONFLICT: dict[tuple[str, str], Any] = {}
+_ON_CONFLICT: dict[tuple[str, str, str | None], Any] = {}
 
 
 def _insert_new(conn: Connection, table: Table, key: str, stamped: str | None = None) -> Any:
     """INSERT ... ON CONFLICT (key) DO NOTHING in the connection's dialect, built once each;
     the column `stamped` set to the database's time (a timestamp bound with each row cost more
     than the row's other columns together)."""
-    found = _ON_CONFLICT.get((conn.dialect.name, table.name))
+    built = (conn.dialect.name, table.name, stamped)
+    found = _ON_CONFLICT.get(built)
     if found is None:
         found = insert_for(conn)(table).on_conflict_do_nothing(index_elements=[key])
         if stamped is not None:
             found = found.values({stamped: func.now()})
-        _ON_CONFLICT[(conn.dialect.name, table.name)] = found
+        _ON_CONFLICT[built] = found
     return found
 
 

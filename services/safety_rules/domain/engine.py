@@ -164,12 +164,8 @@ def _drafts(state: ParticipantState, dirty: Dirty, cfg: RulesConfig) -> list[Dra
             points.values() if len(points) == 1 else sorted(points.values(), key=_key)
         ):
             point = line.get(dirty_point.event_id)  # as it stands on the line, if still there
-            if point is None:
-                continue
-            for r in rules:
-                found = r.check(state, point, cfg)
-                if found:  # (most results raise nothing: no list is built for them)
-                    out += _identified(state, measure, point.event_id, found)
+            if point is not None:
+                out += _judge(state, measure, point, rules, cfg)
     return out
 
 
@@ -191,13 +187,20 @@ def _lab_rules(cfg: RulesConfig) -> dict[str, tuple[LabRule, ...]]:
     return found
 
 
-def _judge(state: ParticipantState, measure: str, event_id: str, cfg: RulesConfig) -> list[Draft]:
-    """Every lab rule of `measure` at one result, if it is still on that measure's line."""
-    point = state.series[measure].by_id.get(event_id)
-    if point is None:
-        return []
-    drafts = [d for r in _lab_rules(cfg).get(measure, ()) for d in r.check(state, point, cfg)]
-    return _identified(state, measure, event_id, drafts)
+def _judge(
+    state: ParticipantState,
+    measure: str,
+    point: Point,
+    rules: Sequence[LabRule],
+    cfg: RulesConfig,
+) -> list[Draft]:
+    """`rules` (the enabled lab rules of `measure`) at one result on that measure's line."""
+    out: list[Draft] = []
+    for r in rules:
+        found = r.check(state, point, cfg)
+        if found:  # (most results raise nothing: nothing more is built for them)
+            out += _identified(state, measure, point.event_id, found)
+    return out
 
 
 def _identified(
@@ -260,7 +263,10 @@ def _still_raised(state: ParticipantState, alert_id: str, cfg: RulesConfig) -> b
     if site is None:
         return False
     measure, event_id = site
-    drafts = _judge(state, measure, event_id, cfg)
+    point = state.series[measure].by_id.get(event_id)
+    if point is None:
+        return False
+    drafts = _judge(state, measure, point, _lab_rules(cfg).get(measure, ()), cfg)
     return any(str(alert_id_for(d.rule_id, state.participant_id, d.trigger)) == alert_id
                for d in drafts)  # fmt: skip
 

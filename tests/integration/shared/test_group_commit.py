@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.sql import GroupCommit, open_engine, sqlite_wal
 from tests.conftest import postgres_url
@@ -21,13 +22,19 @@ def _insert_many(conn: Connection, items: list[str]) -> list[int]:
     return [ids[k] for k in items]
 
 
-async def test_concurrent_writes_share_transactions_and_a_failure_stays_with_its_caller(
-    tmp_path: Path,
-) -> None:
-    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path}/g.db")
+async def _with_table_t(path: Path) -> AsyncEngine:
+    engine = open_engine(f"sqlite+aiosqlite:///{path}")
     sqlite_wal(engine)
     async with engine.begin() as conn:
         await conn.execute(text("CREATE TABLE t (k TEXT PRIMARY KEY)"))
+    return engine
+
+
+async def test_concurrent_writes_share_transactions_and_a_failure_stays_with_its_caller(
+    tmp_path: Path,
+) -> None:
+    engine = await _with_table_t(tmp_path / "g.db")
+    async with engine.begin() as conn:
         await conn.execute(text("INSERT INTO t (k) VALUES ('taken')"))
     commits = 0
     writes = GroupCommit(engine)
@@ -87,9 +94,7 @@ async def test_with_postgresql_each_write_is_its_own_transaction() -> None:
 async def test_a_write_after_close_fails_at_once_rather_than_waiting_forever(
     tmp_path: Path,
 ) -> None:
-    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path}/c.db")
-    async with engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE t (k TEXT PRIMARY KEY)"))
+    engine = await _with_table_t(tmp_path / "c.db")
     writes = GroupCommit(engine)
     assert await writes.run(_insert_many, "before") == 1
     await writes.close()
