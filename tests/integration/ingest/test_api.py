@@ -279,3 +279,24 @@ async def test_every_error_has_one_shape_and_an_unhandled_one_is_counted(
     )
     metrics = (await api.client.get("/metrics")).text
     assert 'safety_monitor_ingest_requests_total{route="/v1/events",status="500"} 1.0' in metrics
+
+
+async def test_event_requests_are_counted_under_their_route_whatever_they_answer(
+    api: Api,
+) -> None:
+    async def requests(status: str) -> float:
+        series = f'safety_monitor_ingest_requests_total{{route="/v1/events",status="{status}"}} '
+        text = (await api.client.get("/metrics")).text
+        line = next((x for x in text.splitlines() if x.startswith(series)), "")
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    before = {s: await requests(s) for s in ("201", "401", "400")}
+    pid = unique("RT")
+    assert (
+        await api.client.post("/v1/events", json=enrolment(pid), headers=api.h(api.site_a))
+    ).status_code == 201
+    assert (await api.client.post("/v1/events", json=enrolment(pid))).status_code == 401
+    assert (
+        await api.client.post("/v1/events", content=b"{", headers=api.h(api.site_a))
+    ).status_code == 400
+    assert {s: await requests(s) - n for s, n in before.items()} == {"201": 1, "401": 1, "400": 1}
