@@ -47,7 +47,9 @@ async def report_egfr(url: str, pid: str, events: list[ClinicalEvent]) -> dict[d
 def test_the_reports_egfr_of_every_sample_is_the_engines(
     audit_url: str, data: st.DataObject
 ) -> None:
-    pid = f"DN-{uuid.uuid4().hex[:8]}"
+    # digits only: a pseudonymous code must hold one, and eight random hex letters held none
+    # about once in 2,600 draws (Hypothesis then saw the same example raise and not raise)
+    pid = f"DN-{uuid.uuid4().int % 10**8:08d}"
     events = data.draw(arrival(data.draw(history(pid))))
     engine = engine_egfr(events)
     report = asyncio.run(report_egfr(audit_url, pid, events))
