@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -14,10 +15,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Connection,
+    Dialect,
+    Engine,
+    String,
+    TypeDecorator,
+    bindparam,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 Item = TypeVar("Item")
 R = TypeVar("R")
@@ -276,6 +293,56 @@ def upgrade(
     cfg.attributes["connection"] = sync_connection
     cfg.attributes["version_table"] = version_table
     command.upgrade(cfg, target)
+
+
+class _Texts(TypeDecorator[list[str]]):
+    """A list of strings bound as one parameter: a JSON array on SQLite, an array on
+    PostgreSQL."""
+
+    impl = String
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.ARRAY(String()))
+        return dialect.type_descriptor(String())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        values = list(value)
+        return values if dialect.name == "postgresql" else json.dumps(values)
+
+
+class _InList(ColumnElement[bool]):
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True  # a condition as it is: never `... = 1` where no BOOLEAN
+    _traverse_internals = [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("values", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], values: Any) -> None:
+        self.column, self.values = column, values
+
+
+def in_list(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """`column IN` the strings bound to parameter `name` (a list), as one parameter: SQLite's
+    `IN (SELECT value FROM json_each(?))`, PostgreSQL's `= ANY(?)`. One statement text for any
+    number of values: SQLAlchemy's expanding IN wrote a new text with a parameter per value at
+    each execution, which cost more than SQLite's lookups of the values."""
+    return _InList(column, bindparam(name, type_=_Texts()))
+
+
+@compiles(_InList)
+def _json_each(element: _InList, compiler: SQLCompiler, **kw: Any) -> str:
+    column, values = compiler.process(element.column, **kw), compiler.process(element.values, **kw)
+    return f"{column} IN (SELECT value FROM json_each({values}))"
+
+
+@compiles(_InList, "postgresql")
+def _any(element: _InList, compiler: SQLCompiler, **kw: Any) -> str:
+    column, values = compiler.process(element.column, **kw), compiler.process(element.values, **kw)
+    return f"{column} = ANY({values})"
 
 
 def insert_for(conn: Any) -> Any:

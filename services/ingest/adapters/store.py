@@ -24,6 +24,7 @@ from sqlalchemy import (
     bindparam,
     func,
     select,
+    text,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,6 +33,7 @@ from services.sql import (
     GroupCommit,
     exclusive,
     holds_write_lock,
+    in_list,
     insert_for,
     open_engine,
     sqlite_immediate,
@@ -47,7 +49,9 @@ accepted = Table(
     Column("event_id", String(36), primary_key=True),
     Column("content_sha256", String(64), nullable=False),
     Column("event_type", String(40), nullable=False),
-    Column("participant_id", String(64), nullable=False, index=True),
+    # no index on participant_id: nothing reads by it, and a random insert into one more
+    # B-tree cost SQLite about a page written to its log per event
+    Column("participant_id", String(64), nullable=False),
     Column("topic", String(100), nullable=False),
     Column("partition", Integer, nullable=False),
     Column("offset", Integer, nullable=False),
@@ -99,6 +103,9 @@ api_keys = Table(
 )
 
 
+_PARTICIPANT_INDEX = "ix_ingest_accepted_participant_id"
+
+
 @dataclass(frozen=True)
 class Holder:
     """Who holds an event_id another request wanted: accepted already, or being written."""
@@ -123,25 +130,23 @@ SITES_KEPT = 200_000
 
 # The statements of every request, built once: an expression built per call costs more than the
 # SQLite statement it runs (its construction, then its cache key, at each execution). The id
-# lists bind as expanding parameters (`{"ids": [...]}`).
+# lists bind as one parameter each (`{"ids": [...]}`, `in_list`).
 _ACCEPTED_HASHES = select(accepted.c.event_id, accepted.c.content_sha256).where(
-    accepted.c.event_id.in_(bindparam("ids", expanding=True))
+    in_list(accepted.c.event_id, "ids")
 )
-_RESERVED = select(reserved).where(reserved.c.event_id.in_(bindparam("ids", expanding=True)))
+_RESERVED = select(reserved).where(in_list(reserved.c.event_id, "ids"))
 _RESERVED_BY_OTHERS = _RESERVED.where(reserved.c.owner != bindparam("owner"))
 _UNRESERVE = reserved.delete().where(
-    reserved.c.event_id.in_(bindparam("ids", expanding=True)),
-    reserved.c.owner.in_(bindparam("owners", expanding=True)),
+    in_list(reserved.c.event_id, "ids"),
+    in_list(reserved.c.owner, "owners"),
 )
-_DONE_WITH = reserved.delete().where(reserved.c.owner.in_(bindparam("owners", expanding=True)))
-_CLAIMED = select(site_claims).where(
-    site_claims.c.participant_id.in_(bindparam("ids", expanding=True))
-)
+_DONE_WITH = reserved.delete().where(in_list(reserved.c.owner, "owners"))
+_CLAIMED = select(site_claims).where(in_list(site_claims.c.participant_id, "ids"))
 _SITES = select(participants.c.participant_id, participants.c.site_id).where(
-    participants.c.participant_id.in_(bindparam("ids", expanding=True))
+    in_list(participants.c.participant_id, "ids")
 )
 _OWNERS = select(accepted.c.event_id, accepted.c.participant_id).where(
-    accepted.c.event_id.in_(bindparam("ids", expanding=True))
+    in_list(accepted.c.event_id, "ids")
 )
 _ON_CONFLICT: dict[tuple[str, str, str | None], Any] = {}
 
@@ -190,6 +195,8 @@ class IngestStore:
         """Creates the tables once, however many processes start together on a new database."""
         async with exclusive(self.engine, "migrate-ingest"), self.writer.begin() as conn:
             await conn.run_sync(metadata.create_all)
+            # made by versions before it was dropped (see `accepted`)
+            await conn.execute(text(f"DROP INDEX IF EXISTS {_PARTICIPANT_INDEX}"))
 
     async def close(self) -> None:
         await self.writes.close()

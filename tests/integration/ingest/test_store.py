@@ -142,3 +142,25 @@ async def test_two_processes_writing_one_database_each_wait_their_turn(
         assert (await store.counts())["accepted_events"] == len(ids)
     finally:
         await other.close()
+
+
+async def test_the_unread_participant_index_of_an_older_database_is_dropped(
+    store: IngestStore,
+) -> None:
+    # written by every accepted event, read by nothing: an older version made it
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "CREATE INDEX ix_ingest_accepted_participant_id ON ingest_accepted (participant_id)"
+            )
+        )
+    await store.create()
+    sql = (
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ingest_accepted'"
+        if store.engine.dialect.name == "sqlite"
+        else "SELECT indexname FROM pg_indexes WHERE tablename = 'ingest_accepted'"
+    )
+    async with store.engine.connect() as conn:
+        indexes = {r[0] for r in await conn.execute(text(sql))}
+    assert "ix_ingest_accepted_participant_id" not in indexes
+    assert len(indexes) == 1  # the primary key's, which every reservation and replay reads
