@@ -31,7 +31,7 @@ from services.ingest.importer import import_sdtm
 from services.ingest.metrics import IngestMetrics
 from services.ingest.service import Ingest, Outcome, Refused, Result
 from services.ingest.settings import IngestSettings
-from services.web import freeze_startup_heap, guard
+from services.web import guard, settle_collector
 
 log = logging.getLogger("ingest.api")
 
@@ -132,7 +132,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.create()
-        freeze_startup_heap()
+        settle_collector()
         yield
         await event_log.close()
         await store.close()
