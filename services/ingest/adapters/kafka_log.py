@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import functools
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -16,8 +16,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from contracts import ClinicalEvent, key_for, topic_for
 
 
-@dataclass(frozen=True)
-class Position:
+class Position(NamedTuple):  # (a tuple: made for every event, at a third of a dataclass's cost)
     topic: str
     partition: int
     offset: int

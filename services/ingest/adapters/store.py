@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Boolean,
@@ -114,8 +114,7 @@ class Holder:
     accepted: bool
 
 
-@dataclass(frozen=True)
-class Accepted:
+class Accepted(NamedTuple):  # (a tuple: made for every event, at a third of a dataclass's cost)
     event_id: str
     content_sha256: str
     event_type: str
@@ -457,7 +456,7 @@ def _record_many(
     if new:  # a row already there (a replay) is left as it is
         conn.execute(
             _insert_new(conn, accepted, "event_id", stamped="accepted_at"),
-            [r.__dict__ for r in new.values()],
+            [r._asdict() for r in new.values()],
         )
     enrolled = {p: (t, s) for _, people, _ in reversed(items) for p, t, s in reversed(people)}
     if enrolled:
