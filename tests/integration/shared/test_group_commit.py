@@ -101,3 +101,19 @@ async def test_a_write_after_close_fails_at_once_rather_than_waiting_forever(
     with pytest.raises(RuntimeError):  # its thread is gone: the caller hears so
         await asyncio.wait_for(writes.run(_insert_many, "after"), timeout=30)
     await engine.dispose()
+
+
+async def test_writes_submitted_before_close_are_written_and_close_waits_for_them(
+    tmp_path: Path,
+) -> None:
+    engine = await _with_table_t(tmp_path / "d.db")
+    writes = GroupCommit(engine)
+    keys = [f"w{n}" for n in range(30)]
+    pending = [asyncio.ensure_future(writes.run(_insert_many, k)) for k in keys]
+    await asyncio.sleep(0)  # every write submitted, most not yet written
+    await writes.close()
+    async with engine.connect() as conn:  # close returned once the last of them was written
+        stored = {r[0] for r in await conn.execute(text("SELECT k FROM t"))}
+    assert stored == set(keys)
+    assert sorted(await asyncio.gather(*pending)) == list(range(1, 31))  # each caller heard
+    await engine.dispose()
