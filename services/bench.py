@@ -654,16 +654,16 @@ class Bench:
 
     async def takeover(self, w: Service, kills: int = 3) -> None:
         """SIGKILL, restart under the same instance id, and time the first alert for an event
-        produced after the kill; events stream at 100/s meanwhile."""
-        events = interleaved(list(trial("TKO", 300, 8, seed=9)), 300)
-        per = len(events) // kills
+        produced after the kill; events stream at 100/s meanwhile. Each kill has a stream of its
+        own, 100 participants' whole histories (8 s), whose alerts come after the kill at 2 s:
+        when the three kills shared one trial's stream, the first third held only enrolments,
+        doses and baselines, and the first kill was never measured."""
         out = []
         for k in range(kills):
+            events = interleaved(list(trial(f"TKO{k}", 100, 8, seed=9 + k)), 100)
             sent: dict[str, float] = {}
             async with AlertClock(self.bootstrap) as clock:
-                feed = asyncio.create_task(
-                    offer(self.bootstrap, events[k * per : (k + 1) * per], 100, sent)
-                )
+                feed = asyncio.create_task(offer(self.bootstrap, events, 100, sent))
                 await asyncio.sleep(2)
                 killed_at = time.time()
                 w.kill()
@@ -675,13 +675,7 @@ class Bench:
             ]
             out.append(round(min(after) - killed_at, 2) if after else None)
         w.sample_rss()
-        done = [s for s in out if s is not None]
-        self.results["takeover_s"] = {
-            "kills": kills,
-            "each": out,
-            "median": round(statistics.median(done), 2) if done else None,
-            "max": max(done) if done else None,
-        }
+        self.results["takeover_s"] = takeover_summary(out)
 
     # -- ingest and end to end ---------------------------------------------------------------
 
@@ -882,6 +876,18 @@ def machine(kafka_version: str) -> dict[str, Any]:
     }
 
 
+def takeover_summary(each: list[float | None]) -> dict[str, Any]:
+    """The seconds from each kill to alerts flowing again. A kill after which no alert came
+    (None) is no measurement of a quick takeover: the maximum is then None, and so missed."""
+    done = [s for s in each if s is not None]
+    return {
+        "kills": len(each),
+        "each": each,
+        "median": round(statistics.median(done), 2) if done else None,
+        "max": max(done) if done and len(done) == len(each) else None,
+    }
+
+
 TARGETS: dict[str, tuple[str, Any]] = {
     "pipeline_to_ceiling": (">= 0.5", lambda v: v >= 0.5),
     "engine_events_per_s": (">= 50,000", lambda v: v >= 50_000),
@@ -904,7 +910,15 @@ def table(results: dict[str, Any]) -> str:
                 walk(f"{prefix}.{k}" if prefix else k, v)
         elif not isinstance(value, list) and not prefix.startswith("machine"):
             target, check = TARGETS.get(prefix, ("", None))
-            met = "" if check is None or value is None else ("met" if check(value) else "MISSED")
+            met = (
+                ""
+                if check is None
+                else "MISSED (not measured)"
+                if value is None
+                else "met"
+                if check(value)
+                else "MISSED"
+            )
             shown = f"{value:,}" if isinstance(value, int | float) else str(value)
             rows.append((prefix, shown, target, met))
 
