@@ -215,15 +215,20 @@ class KafkaEventLog:
         while lane.waiting:
             taken, lane.waiting = lane.waiting, []
             batches: list[tuple[Any, list[Waiting]]] = []
-            for w in taken:
-                if (
-                    not batches
-                    or batches[-1][0].append(key=w[0], value=w[1], timestamp=None) is None
-                ):
-                    batch = producer.create_batch()
-                    batch.append(key=w[0], value=w[1], timestamp=None)  # the first always fits
-                    batches.append((batch, []))
-                batches[-1][1].append(w)
+            try:
+                for w in taken:
+                    if (
+                        not batches
+                        or batches[-1][0].append(key=w[0], value=w[1], timestamp=None) is None
+                    ):
+                        batch = producer.create_batch()
+                        batch.append(key=w[0], value=w[1], timestamp=None)  # the first fits
+                        batches.append((batch, []))
+                    batches[-1][1].append(w)
+            except Exception as e:  # nothing of these was handed over
+                for w in taken:
+                    w[2].failed(_failure(e))
+                continue
             for n, (batch, inside) in enumerate(batches):
                 batch.close()  # nothing else may join it: its offsets are ours
                 try:
