@@ -13,7 +13,9 @@ processes (`rules worker`, `ingest serve`, `notifier serve`, with a local SMTP s
   alerts flow again (an alert for an event produced after the kill);
 - ingest: POST /v1/events at batch 1 (16 concurrent clients) and batch 100 (4 clients);
 - e2e: from the ingest request of a serious AE to its email accepted by the SMTP server;
-- each process's peak RSS (VmHWM).
+- each process's peak RSS (VmHWM);
+- the machine's pace at the start and the end of the run (`pace_ms`): a fixed pure-Python
+  workload, timed, so that a run taken while the machine's neighbours slowed it shows it.
 
 Nothing here is asserted: it prints a table, and writes JSON (`--json`, default
 benchmarks/results/bench-<time>.json) with the machine described. Numbers from one run on one
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import random
@@ -848,6 +851,21 @@ class _Sink:
 # -- the command -----------------------------------------------------------------------------
 
 
+def pace_ms(rounds: int = 5) -> float:
+    """The machine's pace now: the best of `rounds` timings of a fixed pure-Python workload
+    (about 17 ms on the development machine; more is slower). Taken at a run's start and end:
+    this machine's neighbours moved ingest's events/s by half within minutes, and a slower pace
+    says so."""
+    best = math.inf
+    for _ in range(rounds):
+        started = time.perf_counter()
+        kept: dict[str, int] = {}
+        for i in range(60_000):
+            kept[f"k{i % 997}"] = kept.get(f"k{(i * 7) % 997}", 0) + i
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 2)
+
+
 def machine(kafka_version: str) -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -964,6 +982,7 @@ def run(
             ingest_db=ingest_db,
             ingest_processes=ingest_processes,
         )
+        pace_at_start = pace_ms()
         if "engine" in steps:
             # in process, before the broker starts: a JVM starting up on the same cores is
             # not the engine's cost
@@ -1029,6 +1048,7 @@ def run(
             bar.close()
             launcher.down(purge=True)
     results = bench.results
+    results["pace_ms"] = {"at_start": pace_at_start, "at_end": pace_ms()}
     results["peak_rss_mib"] = dict(sorted(bench.rss.items()))
     results["run"] = {
         "events": events,

@@ -43,6 +43,9 @@ def test_bench_measures_each_phase_and_writes_what_it_printed(tmp_path: Path) ->
     assert set(r["peak_rss_mib"]) == {"ingest", "notifier", "rules_worker"}
     assert all(mib > 20 for mib in r["peak_rss_mib"].values())  # a Python service, measured
     assert r["machine"]["cores"] and r["machine"]["kafka"]
+    # the machine's pace, timed at both ends of the run, and shown in the table
+    assert r["pace_ms"]["at_start"] > 0 and r["pace_ms"]["at_end"] > 0
+    assert any(x.startswith("pace_ms.at_end") for x in run.stdout.splitlines())
     # the table shows the targets, and says whether each was met
     line = next(x for x in run.stdout.splitlines() if x.startswith("pipeline_to_ceiling"))
     assert ">= 0.5" in line and line.rstrip().endswith(("met", "MISSED"))
