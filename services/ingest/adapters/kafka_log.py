@@ -97,7 +97,7 @@ Waiting = tuple[bytes | None, bytes, _Outcome, int]  # key, value, whose, its in
 
 
 @dataclass
-class _Lane:
+class _PartitionQueue:
     """The events waiting for one partition. aiokafka holds one batch per partition before
     it is sent: while that one waits, every request's events gather here for the next."""
 
@@ -128,11 +128,13 @@ class KafkaEventLog:
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
-        self._lanes: dict[tuple[str, int], _Lane] = {}  # the producer's, by (topic, partition)
+        self._lanes: dict[
+            tuple[str, int], _PartitionQueue
+        ] = {}  # the producer's, by (topic, partition)
         self._lock = asyncio.Lock()
         self._partitioner = KeyPartitioner()
 
-    async def _started(self) -> tuple[AIOKafkaProducer, dict[tuple[str, int], _Lane]]:
+    async def _started(self) -> tuple[AIOKafkaProducer, dict[tuple[str, int], _PartitionQueue]]:
         async with self._lock:
             if self._producer is None:
                 producer = AIOKafkaProducer(
@@ -182,16 +184,16 @@ class KafkaEventLog:
         except (KafkaError, OSError) as e:
             await self._reset()
             return [None] * len(events), LogUnavailable(f"Kafka did not take the write: {e!r}")
-        touched: dict[tuple[str, int], _Lane] = {}
+        touched: dict[tuple[str, int], _PartitionQueue] = {}
         for i, ((where, key), (_, wire)) in enumerate(zip(bound, events, strict=True)):
             if len(wire) + len(key) > MESSAGE_BYTES:
                 outcome.failed(
                     EventTooLarge(f"{len(wire)} bytes; Kafka takes at most {MESSAGE_BYTES}")
                 )
                 continue
-            lane = touched.get(where) or lanes.get(where)
+            lane = lanes.get(where)
             if lane is None:
-                lane = lanes[where] = _Lane([])
+                lane = lanes[where] = _PartitionQueue([])
             touched[where] = lane
             lane.waiting.append((key, wire, outcome, i))
         for where, lane in touched.items():
@@ -208,7 +210,7 @@ class KafkaEventLog:
         return list(outcome.positions), outcome.failure  # (a late acknowledgement changes none)
 
     async def _send(
-        self, producer: AIOKafkaProducer, topic: str, partition: int, lane: _Lane
+        self, producer: AIOKafkaProducer, topic: str, partition: int, lane: _PartitionQueue
     ) -> None:
         """Sends the lane's waiting events, as batches, until none wait; every event taken
         gets its outcome, whatever fails."""

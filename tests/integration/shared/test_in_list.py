@@ -10,7 +10,6 @@ from sqlalchemy import Column, MetaData, String, Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.sql import in_list, open_engine
-from tests.conftest import postgres_url
 
 metadata = MetaData()
 things = Table(
@@ -27,12 +26,9 @@ _FORGET = things.delete().where(in_list(things.c.owner, "owners"), things.c.k !=
 ODD = ['it\'s "quoted"', "a,b", "{x}", "back\\slash", "naïve ✓ 日本", "NULL", ""]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = (
-        f"sqlite+aiosqlite:///{tmp_path / 'l.db'}" if request.param == "sqlite" else postgres_url()
-    )
-    engine = open_engine(url)
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = open_engine(database_url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.drop_all)
         await conn.run_sync(metadata.create_all)
