@@ -29,7 +29,7 @@ from services.ingest.domain.mapping import RowError
 from services.ingest.domain.policy import SERVER_FIELDS, Principal, dumps
 from services.ingest.importer import import_sdtm
 from services.ingest.metrics import IngestMetrics
-from services.ingest.service import Ingest, Outcome, Refused, Result
+from services.ingest.service import STILL_WRITING, Ingest, Outcome, Refused, Result
 from services.ingest.settings import IngestSettings
 from services.web import guard, settle_collector
 
@@ -175,14 +175,18 @@ def create_app(
     async def _read(request: Request, limit: int) -> bytes:
         return await _read_limited(request, limit, settings.ingest_body_timeout_s)
 
-    def unavailable() -> JSONResponse:
-        metrics.kafka_unavailable.inc()
-        log.warning("kafka unavailable; answered 503")
+    def unavailable(e: LogUnavailable) -> JSONResponse:
+        """503, saying why: Kafka unreachable, not taking the write, not acknowledging in time,
+        or another request still writing the same events (the broker's address and the
+        client's error go to the log only)."""
+        if e.reason != STILL_WRITING:
+            metrics.kafka_unavailable.inc()
+        log.warning("answered 503: %s", e)
         return _error(
             503,
             "the event log is unavailable: what was not acknowledged was not "
             "stored; retry the same request (it is idempotent)",
-            [{"field": "(service)", "reason": "Kafka did not acknowledge in time"}],
+            [{"field": "(service)", "reason": e.reason}],
             **{"Retry-After": str(settings.ingest_retry_after_s)},
         )
 
@@ -215,16 +219,8 @@ def create_app(
             return _error(e.status, "refused: nothing in this request was stored", e.as_dicts())
         except EventTooLarge as e:
             return _body_error(413, "an event too large for the event log", str(e))
-        except LogUnavailable:
-            metrics.kafka_unavailable.inc()
-            log.warning("kafka unavailable; answered 503")
-            return _error(
-                503,
-                "the event log is unavailable: nothing new was acknowledged; "
-                "retry the same request (it is idempotent)",
-                [{"field": "(service)", "reason": "Kafka did not acknowledge in time"}],
-                **{"Retry-After": str(settings.ingest_retry_after_s)},
-            )
+        except LogUnavailable as e:
+            return unavailable(e)
         payload = _summary(results)
         # one increment per kind and outcome (a labelled child's lookup, per event, was a
         # visible share of a batch's time)
@@ -323,8 +319,8 @@ def create_app(
             return _body_error(408, "request body too slow", str(e))
         except (ValueError, UnicodeDecodeError) as e:
             return _body_error(400, "unreadable file", str(e))
-        except LogUnavailable:
-            return unavailable()
+        except LogUnavailable as e:
+            return unavailable(e)
         for outcome, n in (
             ("accepted", summary.accepted),
             ("duplicate", summary.duplicates),
@@ -389,8 +385,8 @@ def create_app(
             results, rejections = await ingest.accept_each(mapped.events, who, "fhir")
         except RowError as e:
             return _error(422, "not an accepted Bundle", [{"field": e.field, "reason": e.reason}])
-        except LogUnavailable:
-            return unavailable()
+        except LogUnavailable as e:
+            return unavailable(e)
         everything = mapped.rejections + rejections
         for r in results:
             metrics.events.labels("fhir", r.event.event_type, r.outcome.value).inc()

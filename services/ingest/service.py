@@ -84,6 +84,8 @@ _CONFLICT = FieldError(
     "event send a correction (supersedes) with a new event_id",
 )
 _IMPORTS = ("fhir", "sdtm")
+# a 503 that is not Kafka's: the request waited its time for another one writing its events
+STILL_WRITING = "another request is still writing the same event"
 
 
 class _Oversized(InvalidEvent):
@@ -278,7 +280,7 @@ class Ingest:
             if waiting:
                 if time.monotonic() > deadline:
                     await self.store.release(mine, owner)
-                    raise LogUnavailable("another request is still writing the same event")
+                    raise LogUnavailable(STILL_WRITING, STILL_WRITING)
                 await asyncio.sleep(0.05)
         order = {eid: n for n, eid in enumerate(first)}
         return sorted(mine, key=order.__getitem__)

@@ -23,7 +23,18 @@ class Position(NamedTuple):  # (a tuple: made for every event, at a third of a d
 
 
 class LogUnavailable(RuntimeError):
-    """The log did not acknowledge in time: nothing may be reported as accepted."""
+    """The log did not acknowledge: nothing may be reported as accepted. The message (with the
+    broker's address and the client's error) is for the logs; `reason` is what the caller is
+    told (503): one of the texts below, or a reason of the caller's own."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+UNREACHABLE = "Kafka cannot be reached"
+NOT_TAKEN = "Kafka did not take the write"
+NOT_IN_TIME = "Kafka did not acknowledge in time"
 
 
 class EventTooLarge(ValueError):
@@ -110,7 +121,7 @@ def _failure(error: BaseException) -> Exception:
         return error
     if isinstance(error, MessageSizeTooLargeError):  # the producer is fine: no reset
         return EventTooLarge(f"the broker refuses an event of this size: {error!r}")
-    return LogUnavailable(f"Kafka did not take the write: {error!r}")
+    return LogUnavailable(f"Kafka did not take the write: {error!r}", NOT_TAKEN)
 
 
 class KafkaEventLog:
@@ -149,7 +160,9 @@ class KafkaEventLog:
                     await asyncio.wait_for(producer.start(), self.timeout_s)
                 except (KafkaError, OSError, TimeoutError) as e:
                     await producer.stop()
-                    raise LogUnavailable(f"Kafka at {self.bootstrap} is unreachable: {e!r}") from e
+                    raise LogUnavailable(
+                        f"Kafka at {self.bootstrap} is unreachable: {e!r}", UNREACHABLE
+                    ) from e
                 self._producer, self._lanes = producer, {}
             return self._producer, self._lanes
 
@@ -183,7 +196,8 @@ class KafkaEventLog:
                 bound.append(((topic, self._partitioner(key, known, known)), key))
         except (KafkaError, OSError) as e:
             await self._reset()
-            return [None] * len(events), LogUnavailable(f"Kafka did not take the write: {e!r}")
+            failure = LogUnavailable(f"Kafka did not take the write: {e!r}", NOT_TAKEN)
+            return [None] * len(events), failure
         touched: dict[tuple[str, int], _PartitionQueue] = {}
         for i, ((where, key), (_, wire)) in enumerate(zip(bound, events, strict=True)):
             if len(wire) + len(key) > MESSAGE_BYTES:
@@ -204,7 +218,7 @@ class KafkaEventLog:
         except TimeoutError:
             for lane in touched.values():  # what was not handed to the producer yet never will be
                 lane.waiting = [w for w in lane.waiting if w[2] is not outcome]
-            outcome.failure = outcome.failure or LogUnavailable("Kafka did not acknowledge in time")
+            outcome.failure = outcome.failure or LogUnavailable(NOT_IN_TIME, NOT_IN_TIME)
         if isinstance(outcome.failure, LogUnavailable):
             await self._reset()
         return list(outcome.positions), outcome.failure  # (a late acknowledgement changes none)
@@ -262,7 +276,7 @@ def _acknowledged(
 ) -> None:
     """A batch's outcome, given to each of its events."""
     error = (
-        LogUnavailable("the batch was cancelled before Kafka acknowledged it")
+        LogUnavailable("the batch was cancelled before Kafka acknowledged it", NOT_IN_TIME)
         if sent.cancelled()
         else sent.exception()
     )

@@ -12,7 +12,7 @@ import pytest
 from contracts import decode
 from deploy.kafka.launcher import KafkaLauncher
 from services.logs import JsonFormatter
-from tests.conftest import launcher_in
+from tests.conftest import free_port, launcher_in
 from tests.integration.contracts.test_kafka_roundtrip import consume_from
 from tests.integration.ingest.conftest import Api, make_api
 from tests.integration.safety_rules.test_worker import unique
@@ -203,6 +203,32 @@ async def test_an_admin_key_writes_any_site_and_alerts_cannot_be_submitted(api: 
     assert "event_type" in await refused(api, alert, 422, key=api.admin)
 
 
+async def test_a_503_says_whether_kafka_cannot_be_reached_or_did_not_acknowledge(
+    tmp_path: Any,
+) -> None:
+    """An operator reading the answer (or a client's log) learns which: no broker listening
+    (no address or client error leaks into the answer), or a broker that stopped answering."""
+    nobody = f"127.0.0.1:{free_port()}"  # nothing listens here
+    api = await make_api(nobody, tmp_path / "ingest.db")
+    try:
+        r = await api.client.post("/v1/events", json=enrolment(unique("NONE")),
+                                  headers=api.h(api.site_a))  # fmt: skip
+        assert r.status_code == 503, r.text
+        assert r.json()["errors"] == [{"field": "(service)", "reason": "Kafka cannot be reached"}]
+        assert "127.0.0.1" not in r.text
+        assert _counter(api, "safety_monitor_ingest_kafka_unavailable_total") == 1
+    finally:
+        await api.client.aclose()
+        await api.parts.log.close()
+        await api.parts.store.close()
+
+
+def _counter(api: Api, name: str) -> float:
+    value = api.parts.metrics.registry.get_sample_value(name)
+    assert value is not None, name
+    return value
+
+
 async def test_with_kafka_down_the_api_answers_503_and_after_restart_the_same_request_succeeds(
     tmp_path: Any,
 ) -> None:
@@ -223,6 +249,8 @@ async def test_with_kafka_down_the_api_answers_503_and_after_restart_the_same_re
         )
         assert r.status_code == 503, r.text
         assert r.headers["Retry-After"] == "5"
+        # the broker was there and went away: it stopped answering
+        assert r.json()["errors"][0]["reason"] == "Kafka did not acknowledge in time"
         assert (await api.client.get("/readyz")).status_code == 503
         assert (await api.parts.store.counts())["accepted_events"] == 1  # nothing half-written
         await asyncio.to_thread(launcher.up)
