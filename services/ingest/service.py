@@ -115,13 +115,20 @@ class Ingest:
         # A reservation older than this belongs to a writer that died before confirming.
         self.in_flight_s = in_flight_s
 
-    def _parse(self, body: Any, who: Principal, source: str, now: datetime) -> Ready:
-        """The event, its encoding (what goes on the log, encoded once) and content hash."""
+    def _parse(
+        self,
+        body: Any,
+        who: Principal,
+        source: str,
+        now_iso: str,
+        window: tuple[datetime, datetime],
+    ) -> Ready:
+        """The event, its encoding (what goes on the log, encoded once) and content hash.
+        (`now_iso` and `window`, the request's time as text and the instants it accepts, are
+        the same for every event of a request: made once.)"""
         if not isinstance(body, dict):
             raise InvalidEvent([FieldError("(event)", "an event must be a JSON object")])
-        event = parse_event(
-            stamp(body, who, source, now.isoformat()), window=self.acceptance.window(now)
-        )
+        event = parse_event(stamp(body, who, source, now_iso), window=window)
         if event.event_type not in TRIAL_EVENTS.event_types:
             raise InvalidEvent(
                 [
@@ -140,11 +147,12 @@ class Ingest:
 
     async def _check(self, bodies: Sequence[Any], who: Principal, source: str) -> _Checked:
         now = self.clock().astimezone(UTC)
+        now_iso, window = now.isoformat(), self.acceptance.window(now)
         errors: list[tuple[int, FieldError, int]] = []
         parsed: list[tuple[int, Ready]] = []
         for i, body in enumerate(bodies):
             try:
-                parsed.append((i, self._parse(body, who, source, now)))
+                parsed.append((i, self._parse(body, who, source, now_iso, window)))
             except InvalidEvent as e:
                 status = 413 if isinstance(e, _Oversized) else 422
                 errors += [(i, err, status) for err in e.errors]
