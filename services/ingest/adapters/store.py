@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.ingest.domain.policy import Principal, Role
 from services.sql import (
     GroupCommit,
+    Prepared,
     exclusive,
     holds_write_lock,
     in_list,
@@ -39,6 +40,7 @@ from services.sql import (
     sqlite_immediate,
     sqlite_path,
     sqlite_wal,
+    when,
 )
 
 metadata = MetaData()
@@ -140,6 +142,19 @@ _UNRESERVE = reserved.delete().where(
     in_list(reserved.c.owner, "owners"),
 )
 _DONE_WITH = reserved.delete().where(in_list(reserved.c.owner, "owners"))
+# ... and the writer's statements of every request, run as their text (`Prepared`)
+_ACCEPTED_HASHES_TEXT = Prepared(_ACCEPTED_HASHES)
+_RESERVED_TEXT = Prepared(_RESERVED)
+_RESERVED_BY_OTHERS_TEXT = Prepared(_RESERVED_BY_OTHERS)
+_DONE_WITH_TEXT = Prepared(_DONE_WITH)
+_RESERVE_ROWS = Prepared(
+    lambda conn: _insert_new(conn, reserved, "event_id", stamped="reserved_at"),
+    columns=("event_id", "content_sha256", "owner"),
+)
+_ACCEPT_ROWS = Prepared(
+    lambda conn: _insert_new(conn, accepted, "event_id", stamped="accepted_at"),
+    columns=Accepted._fields,
+)
 _CLAIMED = select(site_claims).where(in_list(site_claims.c.participant_id, "ids"))
 _SITES = select(participants.c.participant_id, participants.c.site_id).where(
     in_list(participants.c.participant_id, "ids")
@@ -358,20 +373,20 @@ class _Claim:
 def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holder]]:
     ids = list({eid for item in items for eid in item.claims})
     now = datetime.now(UTC)
-    done = conn.execute(_ACCEPTED_HASHES, {"ids": ids})
+    done = _ACCEPTED_HASHES_TEXT.run(conn, {"ids": ids})
     taken = {r.event_id: r.content_sha256 for r in done}
     free = [eid for eid in ids if eid not in taken]
     if free:
         rows = [
-            {"event_id": eid, "content_sha256": digest, "owner": item.owner}
+            (eid, digest, item.owner)
             for item in items
             for eid, digest in item.claims.items()
             if eid not in taken
         ]
-        conn.execute(_insert_new(conn, reserved, "event_id", stamped="reserved_at"), rows)
+        _RESERVE_ROWS.run_many(conn, rows)
         if not holds_write_lock(conn):
             # accepted meanwhile (its writer recorded it between our statements): not ours
-            late = conn.execute(_ACCEPTED_HASHES, {"ids": free})
+            late = _ACCEPTED_HASHES_TEXT.run(conn, {"ids": free})
             taken.update((r.event_id, r.content_sha256) for r in late)
             gone = [e for e in free if e in taken]
             if gone:
@@ -382,11 +397,10 @@ def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holde
     # statements, so every row is read, and one gone meanwhile is asked for again.
     alone = len(items) == 1 and holds_write_lock(conn)
     held = {
-        r.event_id: (r.owner, r.content_sha256, _utc(r.reserved_at))
+        r.event_id: (r.owner, r.content_sha256, when(r.reserved_at))
         for r in (
-            conn.execute(
-                _RESERVED_BY_OTHERS if alone else _RESERVED,
-                {"ids": free, "owner": items[0].owner} if alone else {"ids": free},
+            (_RESERVED_BY_OTHERS_TEXT if alone else _RESERVED_TEXT).run(
+                conn, {"ids": free, "owner": items[0].owner} if alone else {"ids": free}
             )
             if free
             else []
@@ -421,10 +435,6 @@ def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holde
     return out
 
 
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)  # SQLite keeps no zone
-
-
 def _release_many(conn: Connection, items: list[tuple[list[str], str]]) -> list[None]:
     for event_ids, owner in items:
         conn.execute(_UNRESERVE, {"ids": event_ids, "owners": [owner]})
@@ -448,16 +458,13 @@ def _record_many(
     """Each item's rows and enrolments recorded; returns, per item, the registered site of each
     participant it enrolled."""
     # a request records once, when every write of it has ended: all its reservations go
-    conn.execute(_DONE_WITH, {"owners": [o for _, _, o in items]})
+    _DONE_WITH_TEXT.run(conn, {"owners": [o for _, _, o in items]})
     new: dict[str, Accepted] = {}
     for rows, _, _ in items:
         for r in rows:
             new.setdefault(r.event_id, r)
     if new:  # a row already there (a replay) is left as it is
-        conn.execute(
-            _insert_new(conn, accepted, "event_id", stamped="accepted_at"),
-            [r._asdict() for r in new.values()],
-        )
+        _ACCEPT_ROWS.run_many(conn, list(new.values()))
     enrolled = {p: (t, s) for _, people, _ in reversed(items) for p, t, s in reversed(people)}
     if enrolled:
         conn.execute(
