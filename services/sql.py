@@ -415,7 +415,10 @@ class Prepared:
         columns: tuple[str, ...] | None = None,
     ) -> None:
         self.statement, self.columns = statement, columns
-        self._texts: dict[str, tuple[str, tuple[str, ...], tuple[Any, ...], dict[str, Any]]] = {}
+        # by (dialect, paramstyle): one text each
+        self._texts: dict[
+            tuple[str, str], tuple[str, tuple[str, ...], tuple[Any, ...], dict[str, Any]]
+        ] = {}
 
     def _text(
         self, conn: Connection
@@ -423,7 +426,7 @@ class Prepared:
         """The text, its parameters' names in order, their processors, and the values of those
         the expression holds itself (`column > 40`)."""
         dialect = conn.dialect
-        found = self._texts.get(dialect.name)
+        found = self._texts.get((dialect.name, dialect.paramstyle))
         if found is None:
             statement = (
                 self.statement if isinstance(self.statement, Executable) else self.statement(conn)
@@ -437,10 +440,12 @@ class Prepared:
                 compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names
             )
             held = {n: b.effective_value for n, b in compiled.binds.items() if not b.required}
-            found = self._texts[dialect.name] = (str(compiled), names, processors, held)
+            found = (str(compiled), names, processors, held)
+            self._texts[dialect.name, dialect.paramstyle] = found
         return found
 
     def run(self, conn: Connection, params: Mapping[str, Any] | None = None) -> CursorResult[Any]:
+        """The statement with `params` by name (as `Connection.execute` takes them)."""
         statement, names, processors, held = self._text(conn)
         given = {**held, **params} if params else held
         values = tuple(
@@ -463,8 +468,8 @@ class Prepared:
 
 
 def when(value: Any) -> datetime:
-    """A time column's value as the driver gives it, as a datetime in UTC: SQLite keeps text
-    (`2026-11-26 13:05:00`, with or without microseconds) and no zone."""
+    """A time column's value as the driver gives it, as an aware datetime: SQLite keeps text
+    (`2026-11-26 13:05:00`, with or without microseconds) and no zone, which is UTC."""
     at = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
