@@ -36,6 +36,10 @@ def test_bench_measures_each_phase_and_writes_what_it_printed(tmp_path: Path) ->
     # every serious AE posted reached the SMTP server, and its latency was measured
     e2e = r["e2e_latency_ms"]
     assert e2e["serious_aes"] == 5 and e2e["emailed"] == 5 and 0 < e2e["p50"] <= e2e["p99"]
+    # the slowest email (with 5, the p99) in its two stages: to the alert, then to the email
+    slowest = e2e["slowest"]
+    assert slowest["total"] == e2e["p99"] and slowest["to_alert"] > 0
+    assert abs(slowest["to_alert"] + slowest["alert_to_email"] - slowest["total"]) <= 0.2
     assert r["ingest_batch_1_events_per_s"] > 0 and r["ingest_batch_100_events_per_s"] > 0
     # the ingest process's CPU per event, measured: a request's fixed cost, shared by 100 events
     cpu_1, cpu_100 = r["ingest_batch_1_cpu_us_per_event"], r["ingest_batch_100_cpu_us_per_event"]
