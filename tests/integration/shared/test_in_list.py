@@ -10,6 +10,7 @@ from sqlalchemy import Column, MetaData, String, Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.sql import in_list, open_engine
+from tests.integration.shared.conftest import engine_with
 
 metadata = MetaData()
 things = Table(
@@ -28,14 +29,8 @@ ODD = ['it\'s "quoted"', "a,b", "{x}", "back\\slash", "naïve ✓ 日本", "NULL
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = open_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
-        await conn.run_sync(metadata.create_all)
-    yield engine
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
-    await engine.dispose()
+    async with engine_with(database_url, metadata) as engine:
+        yield engine
 
 
 async def test_rows_whose_column_is_in_the_list_and_no_others(engine: AsyncEngine) -> None:

@@ -22,7 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.sql import Prepared, in_list, insert_for, open_engine, when
+from services.sql import Prepared, in_list, insert_for, when
+from tests.integration.shared.conftest import engine_with
 from tests.integration.shared.test_in_list import ODD
 
 metadata = MetaData()
@@ -48,14 +49,8 @@ _ADD = Prepared(
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = open_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
-        await conn.run_sync(metadata.create_all)
-    yield engine
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
-    await engine.dispose()
+    async with engine_with(database_url, metadata) as engine:
+        yield engine
 
 
 def _work(conn: Connection) -> tuple[list[Any], list[Any], int, list[bool]]:
