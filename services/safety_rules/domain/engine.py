@@ -32,7 +32,7 @@ from contracts import (
     Source,
     alert_id_for,
 )
-from contracts.alerts import ALERT_NAMESPACE
+from contracts.alerts import ALERT_NAMESPACE, uuid5
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.rules.adverse_events import (
     AeSevere,
@@ -124,7 +124,7 @@ def to_alert(
 ) -> AlertRaised:
     alert_id = alert_id or alert_id_for(draft.rule_id, participant_id, draft.trigger)
     return AlertRaised(
-        event_id=uuid.uuid5(ALERT_NAMESPACE, f"raised|{alert_id}"),
+        event_id=uuid5(ALERT_NAMESPACE, f"raised|{alert_id}"),
         trial_id=trial_id,
         participant_id=participant_id,
         occurred_at=occurred_at,
@@ -287,7 +287,7 @@ def _withdraw(
         state.withdrawn.add(alert_id)
         out.append(
             AlertWithdrawn(
-                event_id=uuid.uuid5(ALERT_NAMESPACE, f"withdrawn|{alert_id}|{event.event_id}"),
+                event_id=uuid5(ALERT_NAMESPACE, f"withdrawn|{alert_id}|{event.event_id}"),
                 trial_id=event.trial_id,
                 participant_id=event.participant_id,
                 occurred_at=event.occurred_at,
