@@ -1,7 +1,8 @@
 # The two commands the README opens with: `make demo` and `make test`.
-# Debian's /usr/bin/python3.11 first: like the image's python:3.11-slim (built with PGO and LTO),
-# an optimised build. A default pyenv build is neither (and loads its libpython as a shared
-# library): the rule engine ran 31% faster on Debian's, ingest 6-39% (README, "Speed").
+# Debian's /usr/bin/python3.11 first: an optimised build with its libpython linked into the
+# executable, as the image's python:3.11-slim is optimised (PGO and LTO). The pyenv build found
+# first on the development machine has neither and loads libpython3.11.so: the rule engine ran
+# 22-35% faster on Debian's (README, "Speed").
 PYTHON ?= $(or $(wildcard /usr/bin/python3.11),$(shell command -v python3.11 || command -v python3))
 VENV ?= .venv
 BIN := $(VENV)/bin
