@@ -20,9 +20,9 @@ _VARIANT_VERSION_5 = (0x8000 << 48) | (5 << 76)
 
 
 def uuid5(namespace: uuid.UUID, name: str) -> uuid.UUID:
-    """`uuid.uuid5(namespace, name)`, the same UUID at under half its cost (it imports hashlib
-    and checks its arguments at each call: 4.9 us against 2.2 here, two or three times an
-    alert in the rule engine)."""
+    """`uuid.uuid5(namespace, name)`, the same UUID for less: it imports hashlib and checks its
+    arguments at each call (2.8 us against 1.8 here, the best of seven timings; the rule engine
+    derives two or three an alert)."""
     digest = hashlib.sha1(namespace.bytes + name.encode()).digest()
     value = int.from_bytes(digest[:16], "big") & ~_VARIANT_VERSION_BITS | _VARIANT_VERSION_5
     return uuid.UUID(int=value)
