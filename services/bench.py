@@ -290,6 +290,54 @@ class Service:
             self.proc.wait(30)
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(port: int) -> Samples:
+    """A service's /metrics, each sample by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {
+        (x.name, tuple(sorted(x.labels.items()))): x.value
+        for family in text_string_to_metric_families(text)
+        for x in family.samples
+    }
+
+
+def _over(before: Samples, after: Samples, name: str, le: str, labels: dict[str, str]) -> int:
+    """How many observations of histogram `name` between two scrapes were above `le`."""
+
+    def delta(sample: str, extra: dict[str, str]) -> float:
+        key = (sample, tuple(sorted((labels | extra).items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    return round(delta(f"{name}_count", {}) - delta(f"{name}_bucket", {"le": le}))
+
+
+def worker_waits(before: Samples, after: Samples) -> dict[str, Any]:
+    """Between two scrapes of a rules worker: its alerts whose batch took over 0.25 s from
+    fetch to commit, and its garbage collections (each stops every thread), with those over
+    0.1 s by generation: whether a slow alert waited inside the worker, and on what."""
+    gc_name, by = "safety_monitor_gc_pause_seconds", ("0", "1", "2")
+    return {
+        "alerts_processed_over_250ms": _over(
+            before, after, "safety_monitor_rules_event_to_alert_seconds", "0.25", {}
+        ),
+        "gc_pauses": {
+            g: round(
+                after.get((f"{gc_name}_count", (("generation", g),)), 0.0)
+                - before.get((f"{gc_name}_count", (("generation", g),)), 0.0)
+            )
+            for g in by
+        },
+        "gc_pauses_over_100ms": {
+            g: _over(before, after, gc_name, "0.1", {"generation": g}) for g in by
+        },
+    }
+
+
 def worker(
     bootstrap: str, home: Path, app_id: str, instance: str | None = None, name: str | None = None
 ) -> Service:
@@ -655,6 +703,7 @@ class Bench:
         events = interleaved(list(trial("LAT", people, 8, seed=5)), people)
         n = min(len(events), int(self.rate * self.latency_s))
         sent: dict[str, float] = {}
+        before = scrape(w.port or 0)
         async with AlertClock(self.bootstrap) as clock:
             await offer(self.bootstrap, events[:n], self.rate, sent)
             await self._settle(clock)
@@ -666,6 +715,8 @@ class Bench:
             "alerts": len(ms),
             **percentiles(ms, 50, 95, 99),
             "max": round(max(ms), 1) if ms else None,
+            # where a slow alert waited, from the worker's own metrics over the same minutes
+            "worker": worker_waits(before, scrape(w.port or 0)),
         }
 
     async def _settle(self, clock: AlertClock, quiet_s: float = 2.0) -> None:

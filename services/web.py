@@ -9,12 +9,14 @@ import logging
 import signal
 import socket
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Histogram
 
 
 class _Server(uvicorn.Server):
@@ -88,6 +90,42 @@ def settle_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*COLLECT_AFTER)
+
+
+GC_PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_GC_PAUSES: weakref.WeakSet[Histogram] = weakref.WeakSet()
+_gc_started = 0.0
+
+
+def observe_gc_pauses(registry: CollectorRegistry) -> Histogram:
+    """`safety_monitor_gc_pause_seconds{generation}` in `registry`: how long each garbage
+    collection held the process. A collection stops every thread, so a long one delays all
+    in flight (a full collection walks every object the service holds: a rules worker's
+    thousands of participant states)."""
+    pauses = Histogram(
+        "safety_monitor_gc_pause_seconds",
+        "How long each garbage collection held the process (every thread), by generation",
+        ["generation"],
+        registry=registry,
+        buckets=GC_PAUSE_BUCKETS,
+    )
+    for generation in range(3):  # made now, not inside the collector's callback
+        pauses.labels(str(generation))
+    if _on_gc not in gc.callbacks:
+        gc.callbacks.append(_on_gc)
+    _GC_PAUSES.add(pauses)
+    return pauses
+
+
+def _on_gc(phase: str, info: dict[str, int]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+        return
+    pause = time.perf_counter() - _gc_started
+    generation = str(info["generation"])
+    for pauses in list(_GC_PAUSES):
+        pauses.labels(generation).observe(pause)
 
 
 def _bound(host: str, port: int) -> socket.socket:

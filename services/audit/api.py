@@ -21,7 +21,7 @@ from services.audit.adapters.store import Query as Filter
 from services.audit.anchors import Anchors
 from services.audit.domain.chain import INDEXED
 from services.audit.report import WhichTrial, render_report
-from services.web import guard
+from services.web import guard, observe_gc_pauses
 
 log = logging.getLogger("audit.api")
 
@@ -56,6 +56,7 @@ def create_app(
 ) -> FastAPI:
     reader, tokens = AuditReader(store), TokenStore(store)
     registry = CollectorRegistry()
+    observe_gc_pauses(registry)
     requests = Counter(
         "safety_monitor_audit_requests_total",
         "DSMB API requests",

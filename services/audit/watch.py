@@ -21,7 +21,7 @@ from services.audit.keys import trusted_keys
 from services.audit.projection import PROJECTION_LOCK, LagProbe, project
 from services.audit.settings import AuditSettings
 from services.sql import exclusive
-from services.web import guard, serve_beside
+from services.web import guard, observe_gc_pauses, serve_beside
 
 log = logging.getLogger("audit.watch")
 RECHECK_S = 10.0  # after a failed verification, the next one comes this soon
@@ -33,6 +33,7 @@ class ProjectionMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self.gc_pauses = observe_gc_pauses(r)
         self.requests = Counter(
             "safety_monitor_audit_projection_requests_total",
             "HTTP requests to the projection's endpoints",

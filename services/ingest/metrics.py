@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from services.web import observe_gc_pauses
+
 
 @dataclass
 class IngestMetrics:
@@ -13,6 +15,7 @@ class IngestMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self.gc_pauses = observe_gc_pauses(r)
         self.requests = Counter(
             "safety_monitor_ingest_requests_total", "HTTP requests", ["route", "status"], registry=r
         )

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.web import observe_gc_pauses
+
 
 @dataclass
 class NotifierMetrics:
@@ -13,6 +15,7 @@ class NotifierMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self.gc_pauses = observe_gc_pauses(r)
         self.requests = Counter(
             "safety_monitor_notifier_requests_total",
             "HTTP requests by route and status",

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.web import observe_gc_pauses
+
 
 @dataclass
 class RulesMetrics:
@@ -13,6 +15,7 @@ class RulesMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        self.gc_pauses = observe_gc_pauses(r)
         self.events = Counter(
             "safety_monitor_rules_events_total",
             "Clinical events evaluated",
