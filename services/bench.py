@@ -306,14 +306,15 @@ def scrape(port: int) -> Samples:
     }
 
 
+def _delta(before: Samples, after: Samples, sample: str, labels: dict[str, str]) -> float:
+    key = (sample, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
 def _over(before: Samples, after: Samples, name: str, le: str, labels: dict[str, str]) -> int:
     """How many observations of histogram `name` between two scrapes were above `le`."""
-
-    def delta(sample: str, extra: dict[str, str]) -> float:
-        key = (sample, tuple(sorted((labels | extra).items())))
-        return after.get(key, 0.0) - before.get(key, 0.0)
-
-    return round(delta(f"{name}_count", {}) - delta(f"{name}_bucket", {"le": le}))
+    count = _delta(before, after, f"{name}_count", labels)
+    return round(count - _delta(before, after, f"{name}_bucket", labels | {"le": le}))
 
 
 def worker_waits(before: Samples, after: Samples) -> dict[str, Any]:
@@ -326,11 +327,7 @@ def worker_waits(before: Samples, after: Samples) -> dict[str, Any]:
             before, after, "safety_monitor_rules_event_to_alert_seconds", "0.25", {}
         ),
         "gc_pauses": {
-            g: round(
-                after.get((f"{gc_name}_count", (("generation", g),)), 0.0)
-                - before.get((f"{gc_name}_count", (("generation", g),)), 0.0)
-            )
-            for g in by
+            g: round(_delta(before, after, f"{gc_name}_count", {"generation": g})) for g in by
         },
         "gc_pauses_over_100ms": {
             g: _over(before, after, gc_name, "0.1", {"generation": g}) for g in by
