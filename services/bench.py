@@ -319,8 +319,9 @@ def _over(before: Samples, after: Samples, name: str, le: str, labels: dict[str,
 
 def worker_waits(before: Samples, after: Samples) -> dict[str, Any]:
     """Between two scrapes of a rules worker: its alerts whose batch took over 0.25 s from
-    fetch to commit, and its garbage collections (each stops every thread), with those over
-    0.1 s by generation: whether a slow alert waited inside the worker, and on what."""
+    fetch to commit, its garbage collections (each stops every thread), with those over 0.1 s
+    by generation, and its batches with a phase over 0.1 s, by phase: whether a slow alert
+    waited inside the worker, and on what."""
     gc_name, by = "safety_monitor_gc_pause_seconds", ("0", "1", "2")
     return {
         "alerts_processed_over_250ms": _over(
@@ -331,6 +332,12 @@ def worker_waits(before: Samples, after: Samples) -> dict[str, Any]:
         },
         "gc_pauses_over_100ms": {
             g: _over(before, after, gc_name, "0.1", {"generation": g}) for g in by
+        },
+        "batches_over_100ms_by_phase": {
+            phase: _over(
+                before, after, "safety_monitor_rules_batch_phase_seconds", "0.1", {"phase": phase}
+            )
+            for phase in ("read", "evaluate", "produce", "commit")
         },
     }
 

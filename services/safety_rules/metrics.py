@@ -60,6 +60,16 @@ class RulesMetrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
         )
+        self.batch_phase_seconds = Histogram(
+            "safety_monitor_rules_batch_phase_seconds",
+            "Each committed batch's time in each phase: reading states from the database, "
+            "evaluating, waiting for Kafka to acknowledge its alerts, committing",
+            ["phase"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        for phase in ("read", "evaluate", "produce", "commit"):
+            self.batch_phase_seconds.labels(phase)
         self.ready = Gauge(
             "safety_monitor_rules_ready",
             "1 when partitions are assigned and claimed, none stalled, the last batch committed",

@@ -335,6 +335,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         letter the broker refuses, say) commits nothing, goes back to its stored state and
         offset, and pauses for a backoff; the other partitions carry on."""
         received = time.monotonic()  # the batch's events are in hand: processing starts
+        reading = 0.0  # of it, reading states from the database
         sends: dict[TP, list[Awaitable[Any]]] = {}
         counted: dict[TP, list[tuple[str, Any]]] = {}
         dirty: dict[str, int] = {}
@@ -362,7 +363,9 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             mine, seen = sends.setdefault(key, []), counted.setdefault(key, [])
             if tp.topic == self.events_topic:
                 decoded = [(r, _decoded(r)) for r in records]
+                started = time.monotonic()
                 await self._recall(tp.partition, decoded)
+                reading += time.monotonic() - started
                 for r, event in decoded:
                     self._on_event(tp, r, event, mine, dirty, seen)
             else:
@@ -372,9 +375,11 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         if not offsets:
             return
         keys = list(offsets)
+        evaluated = time.monotonic()
         results = await asyncio.gather(
             *(asyncio.gather(*sends[k]) for k in keys), return_exceptions=True
         )
+        acknowledged = time.monotonic()
         failed = {k: r for k, r in zip(keys, results, strict=True) if isinstance(r, BaseException)}
         for k in failed:
             del offsets[k]
@@ -383,6 +388,11 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             {pid: p for pid, p in dirty.items() if (self.events_topic, p) in offsets},
             trials_dirty if (self.signals_topic, 0) in offsets else set(),
         )
+        phases = self.metrics.batch_phase_seconds
+        phases.labels("read").observe(reading)
+        phases.labels("evaluate").observe(evaluated - received - reading)
+        phases.labels("produce").observe(acknowledged - evaluated)
+        phases.labels("commit").observe(time.monotonic() - acknowledged)
         for key, (_, next_offset) in offsets.items():
             owned = self.owned[key]
             owned.next_offset, owned.progress_at, owned.stalled_since = (

@@ -53,3 +53,17 @@ def test_a_slow_alert_is_placed_inside_the_worker_or_not_and_its_pauses_counted(
     assert waits["alerts_processed_over_250ms"] == 3
     assert waits["gc_pauses"] == {"0": 0, "1": 0, "2": 2}
     assert waits["gc_pauses_over_100ms"] == {"0": 0, "1": 0, "2": 1}
+    assert waits["batches_over_100ms_by_phase"] == {
+        "read": 0,
+        "evaluate": 0,
+        "produce": 0,
+        "commit": 0,
+    }
+    # a batch whose commit took over 0.1 s is placed there
+    phase = "safety_monitor_rules_batch_phase_seconds"
+    c = (("phase", "commit"),)
+    slow = worker_waits(
+        before | hist(phase, {"0.1": 20, "+Inf": 20}, c),
+        after | hist(phase, {"0.1": 24, "+Inf": 25}, c),
+    )
+    assert slow["batches_over_100ms_by_phase"]["commit"] == 1
