@@ -322,6 +322,8 @@ def worker_waits(before: Samples, after: Samples) -> dict[str, Any]:
     fetch to commit, its garbage collections (each stops every thread), with those over 0.1 s
     by generation, and its batches with a phase over 0.1 s, by phase: whether a slow alert
     waited inside the worker, and on what."""
+    from services.safety_rules.metrics import BATCH_PHASES
+
     gc_name, by = "safety_monitor_gc_pause_seconds", ("0", "1", "2")
     return {
         "alerts_processed_over_250ms": _over(
@@ -337,7 +339,7 @@ def worker_waits(before: Samples, after: Samples) -> dict[str, Any]:
             phase: _over(
                 before, after, "safety_monitor_rules_batch_phase_seconds", "0.1", {"phase": phase}
             )
-            for phase in ("read", "evaluate", "produce", "commit")
+            for phase in BATCH_PHASES
         },
     }
 

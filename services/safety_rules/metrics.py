@@ -8,6 +8,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.web import observe_gc_pauses
 
+# the phases of a committed batch, as `safety_monitor_rules_batch_phase_seconds` labels them
+BATCH_PHASES = ("read", "evaluate", "produce", "commit")
+
 
 @dataclass
 class RulesMetrics:
@@ -68,7 +71,7 @@ class RulesMetrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
-        for phase in ("read", "evaluate", "produce", "commit"):
+        for phase in BATCH_PHASES:
             self.batch_phase_seconds.labels(phase)
         self.ready = Gauge(
             "safety_monitor_rules_ready",
