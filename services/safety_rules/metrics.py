@@ -65,8 +65,10 @@ class RulesMetrics:
         )
         self.batch_phase_seconds = Histogram(
             "safety_monitor_rules_batch_phase_seconds",
-            "Each committed batch's time in each phase: reading states from the database, "
-            "evaluating, waiting for Kafka to acknowledge its alerts, committing",
+            "Each batch's time in each phase: reading states from the database, evaluating "
+            "(and encoding the states it changed), waiting for Kafka to acknowledge its alerts, "
+            "and the transaction that wrote it behind them (batches queued behind a slow one "
+            "share the next)",
             ["phase"],
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
@@ -82,6 +84,12 @@ class RulesMetrics:
             "safety_monitor_rules_consumer_lag",
             "Messages on the owned partitions not yet processed (end offset minus committed)",
             ["topic"],
+            registry=r,
+        )
+        self.uncommitted = Gauge(
+            "safety_monitor_rules_uncommitted_batches",
+            "Batches processed, their alerts acknowledged, whose state waits to be written "
+            "(at most RULES_UNCOMMITTED_MAX; a crash reads them again from Kafka)",
             registry=r,
         )
         self.age = Gauge(

@@ -9,13 +9,21 @@ SIGKILL in a two-worker group (offsets committed past events never folded into i
 stalled silently on 11 of 12 partitions after restarts (faust-streaming #629 and #523 are open;
 #216 and #502 are the same family). The guarantee here is stated and tested instead:
 
-- **One transaction per batch** holds the participants' state and each partition's next offset
+- **One transaction** holds the participants' state and each partition's next offset
   (`adapters/store.py`); Kafka's group offsets are committed after it, for lag monitoring only.
-  A worker resumes from the database, so a crash anywhere replays from the last batch committed.
+  A worker resumes from the database, so a crash anywhere replays from the last commit.
 - **Alerts before state**: every alert, withdrawal, trial signal and dead letter of a batch is
   produced (acks=all, idempotent) and acknowledged before the transaction. A crash in between
   repeats them with the same ids and the same bytes (the engine is deterministic), which every
   consumer drops by event_id. An alert is never lost and never altered.
+- **State written behind**: a batch whose produces were all acknowledged leaves its writes (its
+  states as they stood then, its offsets) to one writer task and the next batch starts; the
+  writer commits, in order, what has queued, several batches in one transaction when the
+  database was slow. A commit that waits on the disk (an fsync, a checkpoint: 0.1-0.5 s seen
+  under load) holds back no alert. At most `RULES_UNCOMMITTED_MAX` batches wait; a failed
+  commit drops every batch queued behind it (they were built on it) and the worker goes back
+  to what the database holds, as after a crash. Whatever must see the database current (a
+  rebalance, a produce that failed, a tick, shutdown) waits for the writer first.
 - **Fencing**: a partition's writes are conditional on the epoch its owner claimed at assignment,
   so a worker that lost a partition cannot write it after the new owner started.
 - **Liveness**: each owned partition with lag and no progress for `RULES_STALL_S` fails /readyz
@@ -86,11 +94,34 @@ class BatchFailed(Exception):
 
 
 @dataclass
+class Processed:
+    """A batch whose produces Kafka acknowledged, waiting for its transaction: its writes as
+    they stood at the end of the batch, and what to count once they are committed."""
+
+    writes: Commit
+    counted: list[tuple[list[tuple[str, Any]], float]]  # (what happened, when fetched)
+
+    def then(self, later: Processed) -> Processed:
+        """This batch's writes followed by a later one's, as one transaction: the later
+        offsets and states win."""
+        w, v = self.writes, later.writes
+        return Processed(
+            Commit(
+                offsets=w.offsets | v.offsets,
+                participants=w.participants | v.participants,
+                trials=w.trials | v.trials,
+            ),
+            self.counted + later.counted,
+        )
+
+
+@dataclass
 class Owned:
     """A partition this worker claimed: the epoch that fences its writes, the next offset."""
 
     epoch: int
-    next_offset: int | None  # None: nothing read yet, start at the beginning
+    next_offset: int | None  # None: nothing read yet, start at the beginning; else processed
+    committed: int | None = None  # what the database holds (next_offset once written behind)
     progress_at: float = field(default_factory=time.monotonic)
     reseeked_at: int | None = None
     stalled_since: float | None = None
@@ -126,7 +157,14 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.exit_code = 0
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        # written behind (see the module's docstring): batches processed, not yet committed
+        self.queued: list[Processed] = []
+        self.writing: list[Processed] = []  # the batches of the transaction in flight
+        self.unsaved: dict[str, int] = {}  # participant -> queued or writing batches changing it
+        self.writer: asyncio.Task[None] | None = None
+        self.write_failed: BaseException | None = None
         self.last_processed = time.monotonic()
+        metrics.uncommitted.set_function(lambda: len(self.queued) + len(self.writing))
         metrics.age.set_function(lambda: round(time.monotonic() - self.last_processed, 1))
 
     # -- readiness ---------------------------------------------------------------------------
@@ -148,9 +186,11 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
     # -- the rebalance listener: called by aiokafka's coordinator around each rebalance --------
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # waits for the batch in flight: it commits (or fails) before the partitions go
+        # waits for the batch in flight and for the writer: what was processed is committed
+        # (or fails, and the next owner reads it again) before the partitions go
         async with self.lock:
             self.rebalancing = True
+            await self._written_or_dropped()
             for tp in revoked:
                 self.owned.pop((tp.topic, tp.partition), None)
                 self.failing.pop((tp.topic, tp.partition), None)
@@ -194,7 +234,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._load(wanted)
         at = await self._seek({tp: claims[tp].next_offset for tp in wanted})
         for tp in wanted:
-            self.owned[tp] = Owned(claims[tp].epoch, at[tp])
+            self.owned[tp] = Owned(claims[tp].epoch, at[tp], committed=at[tp])
         consumer.resume(*(TopicPartition(*tp) for tp in wanted))
         self.unclaimed -= wanted
         self._forget_unowned()
@@ -235,6 +275,9 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             while not stop.is_set():
                 backoff = 0.0
+                if self.write_failed is not None:
+                    async with self.lock:
+                        backoff = await self._retry(self._written)
                 if self.unclaimed:
                     async with self.lock:
                         backoff = await self._retry(self._claim)
@@ -250,6 +293,8 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+            async with self.lock:
+                await self._written_or_dropped()
             await self.consumer.stop()  # leaves the group: the partitions move at once
             await self.producer.stop()
         return self.exit_code
@@ -298,7 +343,9 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             del self.cache[p]  # another worker owns it now; its state is theirs
 
     async def _reset(self) -> None:
-        """Back to what the database holds for every owned partition: state and position."""
+        """Back to what the database holds for every owned partition: state and position.
+        What is queued to be written is written first (each batch in it was acknowledged)."""
+        await self._written_or_dropped()
         self._forget_unowned()
         try:
             stored = await self.store.offsets()
@@ -312,7 +359,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         at = await self._seek({tp: stored.get(tp) for tp in self.owned})
         for tp, o in self.owned.items():
-            o.next_offset = at.get(tp, stored.get(tp))
+            o.next_offset = o.committed = at.get(tp, stored.get(tp))
 
     async def _seek(self, positions: dict[TP, int | None]) -> dict[TP, int]:
         """Seeks each assigned partition to its offset (None: its beginning, found in one
@@ -333,7 +380,9 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         """One batch: evaluate every partition's records, wait for every produce, then commit
         the partitions whose produces all succeeded. A partition whose produce failed (a dead
         letter the broker refuses, say) commits nothing, goes back to its stored state and
-        offset, and pauses for a backoff; the other partitions carry on."""
+        offset, and pauses for a backoff; the other partitions carry on. The writes are left
+        to the writer (`_write_behind`)."""
+        await self._written(wait=len(self.queued) >= self.settings.rules_uncommitted_max)
         received = time.monotonic()  # the batch's events are in hand: processing starts
         reading = 0.0  # of it, reading states from the database
         sends: dict[TP, list[Awaitable[Any]]] = {}
@@ -383,28 +432,101 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         failed = {k: r for k, r in zip(keys, results, strict=True) if isinstance(r, BaseException)}
         for k in failed:
             del offsets[k]
-        await self._commit(
-            offsets,
-            {pid: p for pid, p in dirty.items() if (self.events_topic, p) in offsets},
-            trials_dirty if (self.signals_topic, 0) in offsets else set(),
+        # a write that failed meanwhile: this batch was built on it, and goes with it
+        await self._written()
+        self._write_behind(
+            Processed(
+                self._writes(
+                    offsets,
+                    {pid: p for pid, p in dirty.items() if (self.events_topic, p) in offsets},
+                    trials_dirty if (self.signals_topic, 0) in offsets else set(),
+                ),
+                [(counted[key], received) for key in offsets],
+            )
         )
         phases = self.metrics.batch_phase_seconds
         phases.labels("read").observe(reading)
         phases.labels("evaluate").observe(evaluated - received - reading)
         phases.labels("produce").observe(acknowledged - evaluated)
-        phases.labels("commit").observe(time.monotonic() - acknowledged)
         for key, (_, next_offset) in offsets.items():
-            owned = self.owned[key]
-            owned.next_offset, owned.progress_at, owned.stalled_since = (
-                next_offset, time.monotonic(), None,
-            )  # fmt: skip
-            self.failing.pop(key, None)
-            self._count(counted[key], received)
-            self.last_processed = time.monotonic()
+            self.owned[key].next_offset = next_offset
         self._evict()
         if failed:
+            await self._written(wait=True)  # the database current before going back to it
             await self._back_off(failed)
-        await self._commit_group_offsets(offsets)
+
+    # -- written behind ----------------------------------------------------------------------
+
+    def _write_behind(self, batch: Processed) -> None:
+        """Queues a processed batch for the writer, starting it if it is idle."""
+        if not batch.writes.offsets:
+            return
+        self.queued.append(batch)
+        for pid in batch.writes.participants:
+            self.unsaved[pid] = self.unsaved.get(pid, 0) + 1
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._writes_behind())
+
+    async def _writes_behind(self) -> None:
+        """The writer: commits what is queued, in order, all of it in one transaction, until
+        nothing is. A failure is kept for the main loop, which goes back to the database."""
+        while self.queued and self.write_failed is None:
+            group, self.queued = self.queued, []
+            self.writing = group
+            batch = group[0]
+            for later in group[1:]:
+                batch = batch.then(later)
+            started = time.monotonic()
+            try:
+                await self.store.commit(batch.writes)
+            except Exception as e:
+                self.write_failed = e
+                self.queued.clear()  # built on what was not written
+                self.writing = []
+                self.unsaved.clear()
+                return
+            self.writing = []
+            took = time.monotonic() - started
+            for b in group:  # each batch waited for the transaction that wrote it
+                self.metrics.batch_phase_seconds.labels("commit").observe(took)
+                for pid in b.writes.participants:
+                    if (n := self.unsaved.pop(pid, 0) - 1) > 0:
+                        self.unsaved[pid] = n
+            self._committed(batch)
+            try:
+                await self._commit_group_offsets(batch.writes.offsets)
+            except Exception:  # for lag monitoring only: the database holds the position
+                log.exception("group offset commit failed")
+
+    def _committed(self, batch: Processed) -> None:
+        """Progress, metrics and logs for writes now in the database."""
+        now = time.monotonic()
+        for key, (_, next_offset) in batch.writes.offsets.items():
+            if (owned := self.owned.get(key)) is not None:
+                owned.committed, owned.progress_at, owned.stalled_since = next_offset, now, None
+            self.failing.pop(key, None)
+        for counted, received in batch.counted:
+            self._count(counted, received)
+        self.last_processed = now
+
+    async def _written(self, *, wait: bool = False) -> None:
+        """Raises the writer's failure, if any (the caller goes back to the database); with
+        `wait`, first waits until everything queued is committed."""
+        if wait and self.writer is not None:
+            await asyncio.shield(self.writer)
+        if (e := self.write_failed) is not None:
+            self.write_failed = None
+            raise e
+
+    async def _written_or_dropped(self) -> None:
+        """Waits for the writer; a failure of its is logged, and what it held is dropped (it
+        will be read again from Kafka by whoever resumes from the database)."""
+        try:
+            await self._written(wait=True)
+        except Exception as e:
+            log.error(
+                "a write behind failed; resuming from the database: %s: %s", type(e).__name__, e
+            )
 
     async def _recall(self, partition: int, decoded: list[tuple[Any, Any]]) -> None:
         """Reads from the database the state of this batch's participants not in memory."""
@@ -422,15 +544,21 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _evict(self) -> None:
         """Keeps at most RULES_STATE_CACHE participants in memory, dropping the least recently
-        used first; called only when nothing in memory is uncommitted."""
+        used first, from each partition in turn; never one whose state is not yet written."""
         held = sum(len(states) for states in self.cache.values())
         excess = held - self.settings.rules_state_cache
-        while excess > 0:
-            for states in self.cache.values():
-                if states and excess > 0:
-                    del states[next(iter(states))]
-                    excess -= 1
-        self.metrics.in_memory.set(min(held, self.settings.rules_state_cache))
+        unsaved = self.unsaved
+        scans = {p: (pid for pid in s if pid not in unsaved) for p, s in self.cache.items()}
+        victims: list[tuple[int, str]] = []
+        while len(victims) < excess and scans:
+            for p, scan in list(scans.items()):
+                if (pid := next(scan, None)) is None:
+                    del scans[p]
+                elif len(victims) < excess:
+                    victims.append((p, pid))
+        for p, pid in victims:
+            del self.cache[p][pid]
+        self.metrics.in_memory.set(held - len(victims))
 
     async def _back_off(self, failed: dict[TP, BaseException]) -> None:
         """The failed partitions: back to the database's state and offset, paused for an
@@ -454,16 +582,15 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         if tp in self._consumer().assignment() and (tp.topic, tp.partition) in self.owned:
             self._consumer().resume(tp)
 
-    async def _commit(
+    def _writes(
         self, offsets: dict[TP, tuple[int, int]], dirty: dict[str, int], trials_dirty: set[str]
-    ) -> None:
-        """State and offsets in one transaction (called once every produce was acknowledged)."""
-        await self.store.commit(
-            Commit(
-                offsets=offsets,
-                participants={pid: (p, self.cache[p][pid].to_json()) for pid, p in dirty.items()},
-                trials={k: self.trials[k].model_dump_json().encode() for k in trials_dirty},
-            )
+    ) -> Commit:
+        """The states and offsets to write, as they stand now (once every produce of theirs
+        was acknowledged)."""
+        return Commit(
+            offsets=offsets,
+            participants={pid: (p, self.cache[p][pid].to_json()) for pid, p in dirty.items()},
+            trials={k: self.trials[k].model_dump_json().encode() for k in trials_dirty},
         )
 
     async def _commit_group_offsets(self, offsets: dict[TP, tuple[int, int]]) -> None:
@@ -602,6 +729,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         """Time-based rules over every participant of the owned partitions, at the worker's
         clock: those in memory, then the others read from the database a chunk at a time
         (each chunk committed before the next is read, so memory stays bounded)."""
+        await self._written(wait=True)  # the database current: a tick reads it, and commits
         now = self.clock()
         for (t, p), owned in list(self.owned.items()):
             if t != self.events_topic or owned.next_offset is None or p not in self.cache:
@@ -634,7 +762,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             self._publish(out.alerts, [], sends, counted)
         if dirty:
             await asyncio.gather(*sends)
-            await self._commit(offsets, dirty, set())
+            await self.store.commit(self._writes(offsets, dirty, set()))
             self._count(counted)
 
     # -- liveness ----------------------------------------------------------------------------
@@ -664,7 +792,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         now = time.monotonic()
         for tp, o in owned.items():
             end = ends.get(TopicPartition(*tp), 0)
-            lag = max(0, end - (o.next_offset or 0))
+            lag = max(0, end - (o.committed or 0))  # progress is what the database holds
             lag_by_topic[tp[0]] = lag_by_topic.get(tp[0], 0) + lag
             if lag == 0 or self.rebalancing:
                 o.progress_at, o.stalled_since = now, None
@@ -688,9 +816,9 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         # a group commit skipped in a rebalance is made good here, so lag seen from outside
         # (kafka-consumer-groups, Prometheus) reaches 0 when the work is done
         behind = {
-            tp: (o.epoch, o.next_offset)
+            tp: (o.epoch, o.committed)
             for tp, o in owned.items()
-            if o.next_offset is not None and o.group_offset != o.next_offset
+            if o.committed is not None and o.group_offset != o.committed
         }
         if behind and not self.lock.locked():
             async with self.lock:

@@ -119,11 +119,16 @@ class RulesStore:
         self.app_id = app_id
         sqlite = url.startswith("sqlite")
         self.engine: AsyncEngine = open_engine(url, connect_args={"timeout": 60} if sqlite else {})
+        # reads: on SQLite, a second engine whose transactions do not take the write lock, so a
+        # worker reads states while its own commit (written behind) or another's waits on disk
+        self.reader = self.engine
         if sqlite:
             # several worker processes on one file: readers beside the writer, and each
             # transaction takes the write lock at BEGIN, so writers queue on the busy timeout
             sqlite_wal(self.engine)
             sqlite_immediate(self.engine)
+            self.reader = open_engine(url, connect_args={"timeout": 60})
+            sqlite_wal(self.reader)
 
     async def migrate(self) -> None:
         """Creates the tables once. Two workers starting together on a fresh database race to
@@ -140,6 +145,8 @@ class RulesStore:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.reader is not self.engine:
+            await self.reader.dispose()
 
     async def claim(self, tps: Iterable[TP], owner: str) -> dict[TP, Claim]:
         """Takes ownership of `tps`: a new epoch for each, and where to resume reading."""
@@ -182,7 +189,7 @@ class RulesStore:
         """participant id -> stored state, for those of `participant_ids` the database has."""
         wanted = sorted(set(participant_ids))
         out: dict[str, bytes] = {}
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             for i in range(0, len(wanted), 500):
                 rows = await conn.execute(
                     select(participants.c.participant_id, participants.c.state).where(
@@ -195,7 +202,7 @@ class RulesStore:
 
     async def participant_ids(self, partition: int) -> list[str]:
         """Every participant whose state is stored for this events partition."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(
                 select(participants.c.participant_id).where(
                     participants.c.app_id == self.app_id, participants.c.partition == partition
@@ -204,7 +211,7 @@ class RulesStore:
             return sorted(r.participant_id for r in rows)
 
     async def load_trials(self) -> dict[str, bytes]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(select(trials).where(trials.c.app_id == self.app_id))
             return {r.trial_id: r.state for r in rows}
 
@@ -275,7 +282,7 @@ class RulesStore:
 
     async def offsets(self) -> dict[TP, int]:
         """Each partition's next offset to read (what the worker has processed)."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(select(partitions).where(partitions.c.app_id == self.app_id))
             return {
                 (r.topic, r.partition): r.next_offset for r in rows if r.next_offset is not None
