@@ -87,9 +87,9 @@ class RulesMetrics:
             registry=r,
         )
         self.uncommitted = Gauge(
-            "safety_monitor_rules_uncommitted_batches",
-            "Batches processed, their alerts acknowledged, whose state waits to be written "
-            "(at most RULES_UNCOMMITTED_MAX; a crash reads them again from Kafka)",
+            "safety_monitor_rules_uncommitted_events",
+            "Events processed, their alerts acknowledged, whose state waits to be written "
+            "(about RULES_UNCOMMITTED_MAX at most; a crash reads them again from Kafka)",
             registry=r,
         )
         self.age = Gauge(

@@ -37,10 +37,10 @@ class RulesSettings(BaseSettings):
     # when an event of theirs arrives (or a tick needs them): memory is bounded by this, not by
     # the size of the trial.
     rules_state_cache: int = Field(20_000, ge=100)
-    # Batches processed (their alerts acknowledged) whose state and offsets wait to be written
-    # behind them, at most: a slow commit holds no alert back until this many have queued. A
-    # crash reads them again from Kafka, with the same alert ids.
-    rules_uncommitted_max: int = Field(16, ge=1, le=1000)
+    # Events processed (their alerts acknowledged) whose state and offsets wait to be written
+    # behind them, at most: a slow commit holds no alert back until this many have queued (at
+    # 1,000 events/s, 5 s of them). A crash reads them again from Kafka, with the same ids.
+    rules_uncommitted_max: int = Field(5000, ge=1, le=1_000_000)
     # a partition with lag and no progress for this long is stalled (see worker._watch)
     rules_stall_s: float = Field(60.0, ge=2)
     # the topics, overridable for a second trial on one cluster (and for the fault suite)

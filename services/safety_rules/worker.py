@@ -20,7 +20,7 @@ stalled silently on 11 of 12 partitions after restarts (faust-streaming #629 and
   states as they stood then, its offsets) to one writer task and the next batch starts; the
   writer commits, in order, what has queued, several batches in one transaction when the
   database was slow. A commit that waits on the disk (an fsync, a checkpoint: 0.1-0.5 s seen
-  under load) holds back no alert. At most `RULES_UNCOMMITTED_MAX` batches wait; a failed
+  under load) holds back no alert. At most `RULES_UNCOMMITTED_MAX` events wait; a failed
   commit drops every batch queued behind it (they were built on it) and the worker goes back
   to what the database holds, as after a crash. Whatever must see the database current (a
   rebalance, a produce that failed, a tick, shutdown) waits for the writer first.
@@ -100,6 +100,7 @@ class Processed:
 
     writes: Commit
     counted: list[tuple[list[tuple[str, Any]], float]]  # (what happened, when fetched)
+    events: int  # records read: what a crash before the commit reads again
 
     def then(self, later: Processed) -> Processed:
         """This batch's writes followed by a later one's, as one transaction: the later
@@ -112,6 +113,7 @@ class Processed:
                 trials=w.trials | v.trials,
             ),
             self.counted + later.counted,
+            self.events + later.events,
         )
 
 
@@ -164,7 +166,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.writer: asyncio.Task[None] | None = None
         self.write_failed: BaseException | None = None
         self.last_processed = time.monotonic()
-        metrics.uncommitted.set_function(lambda: len(self.queued) + len(self.writing))
+        metrics.uncommitted.set_function(self._unwritten)
         metrics.age.set_function(lambda: round(time.monotonic() - self.last_processed, 1))
 
     # -- readiness ---------------------------------------------------------------------------
@@ -382,7 +384,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         letter the broker refuses, say) commits nothing, goes back to its stored state and
         offset, and pauses for a backoff; the other partitions carry on. The writes are left
         to the writer (`_write_behind`)."""
-        await self._written(wait=len(self.queued) >= self.settings.rules_uncommitted_max)
+        await self._written(wait=self._unwritten() >= self.settings.rules_uncommitted_max)
         received = time.monotonic()  # the batch's events are in hand: processing starts
         reading = 0.0  # of it, reading states from the database
         sends: dict[TP, list[Awaitable[Any]]] = {}
@@ -390,6 +392,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         dirty: dict[str, int] = {}
         trials_dirty: set[str] = set()
         offsets: dict[TP, tuple[int, int]] = {}
+        read: dict[TP, int] = {}
         for tp, records in fetched.items():
             key = (tp.topic, tp.partition)
             owned = self.owned.get(key)
@@ -421,6 +424,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 for r in records:
                     self._on_signal(tp, r, mine, trials_dirty, seen)
             offsets[key] = (owned.epoch, records[-1].offset + 1)
+            read[key] = len(records)
         if not offsets:
             return
         keys = list(offsets)
@@ -442,6 +446,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     trials_dirty if (self.signals_topic, 0) in offsets else set(),
                 ),
                 [(counted[key], received) for key in offsets],
+                sum(read[key] for key in offsets),
             )
         )
         phases = self.metrics.batch_phase_seconds
@@ -456,6 +461,10 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._back_off(failed)
 
     # -- written behind ----------------------------------------------------------------------
+
+    def _unwritten(self) -> int:
+        """Events processed whose state waits to be written (queued, or being written)."""
+        return sum(b.events for b in self.queued) + sum(b.events for b in self.writing)
 
     def _write_behind(self, batch: Processed) -> None:
         """Queues a processed batch for the writer, starting it if it is idle."""

@@ -45,6 +45,7 @@ def batch(offset: int, states: dict[str, bytes]) -> Processed:
     return Processed(
         Commit({EVENTS: (1, offset)}, {pid: (0, s) for pid, s in states.items()}, {}),
         [([("event", "lab.result")], 0.0)],
+        events=10,
     )
 
 
@@ -56,8 +57,8 @@ async def test_batches_queued_behind_a_slow_commit_go_in_one_transaction_latest_
     worker._write_behind(batch(20, {"P1": b"p1@20", "P2": b"p2@20"}))
     worker._write_behind(batch(30, {"P2": b"p2@30"}))
     assert worker.unsaved == {"P1": 2, "P2": 2}
-    waiting = "safety_monitor_rules_uncommitted_batches"
-    assert worker.metrics.registry.get_sample_value(waiting) == 3  # one writing, two queued
+    waiting = "safety_monitor_rules_uncommitted_events"
+    assert worker.metrics.registry.get_sample_value(waiting) == 30  # one writing, two queued
     assert worker.owned[EVENTS].committed == 0  # nothing in the database yet
     store.gate.set()
     await worker._written(wait=True)
