@@ -319,9 +319,9 @@ def _over(before: Samples, after: Samples, name: str, le: str, labels: dict[str,
 
 def worker_waits(before: Samples, after: Samples) -> dict[str, Any]:
     """Between two scrapes of a rules worker: its alerts whose batch took over 0.25 s from
-    fetch to commit, its garbage collections (each stops every thread), with those over 0.1 s
-    by generation, and its batches with a phase over 0.1 s, by phase: whether a slow alert
-    waited inside the worker, and on what."""
+    fetch to acknowledgement, its garbage collections (each stops every thread), with those
+    over 0.1 s by generation, and its batches with a phase over 0.1 s, by phase: whether a slow
+    alert waited inside the worker, and on what."""
     from services.safety_rules.metrics import BATCH_PHASES
 
     gc_name, by = "safety_monitor_gc_pause_seconds", ("0", "1", "2")

@@ -58,8 +58,9 @@ class RulesMetrics:
         )
         self.event_to_alert_seconds = Histogram(
             "safety_monitor_rules_event_to_alert_seconds",
-            "From the worker's fetch of an event to its alert acknowledged by Kafka and committed: "
-            "processing time (a replay or a late lab adds nothing; lag is its own gauge)",
+            "From the worker's fetch of an event to its alert acknowledged by Kafka (the alert "
+            "is out; its state is written behind), counted once committed: processing time (a "
+            "replay or a late lab adds nothing; lag is its own gauge)",
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
         )

@@ -99,7 +99,7 @@ class Processed:
     they stood at the end of the batch, and what to count once they are committed."""
 
     writes: Commit
-    counted: list[tuple[list[tuple[str, Any]], float]]  # (what happened, when fetched)
+    counted: list[tuple[list[tuple[str, Any]], float]]  # (what happened, fetch to acks in s)
     events: int  # records read: what a crash before the commit reads again
 
     def then(self, later: Processed) -> Processed:
@@ -445,7 +445,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                     {pid: p for pid, p in dirty.items() if (self.events_topic, p) in offsets},
                     trials_dirty if (self.signals_topic, 0) in offsets else set(),
                 ),
-                [(counted[key], received) for key in offsets],
+                [(counted[key], acknowledged - received) for key in offsets],
                 sum(read[key] for key in offsets),
             )
         )
@@ -514,8 +514,8 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             if (owned := self.owned.get(key)) is not None:
                 owned.committed, owned.progress_at, owned.stalled_since = next_offset, now, None
             self.failing.pop(key, None)
-        for counted, received in batch.counted:
-            self._count(counted, received)
+        for counted, took in batch.counted:
+            self._count(counted, took)
         self.last_processed = now
 
     async def _written(self, *, wait: bool = False) -> None:
@@ -708,11 +708,10 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             sends.append(self._send(ALERT_LIFECYCLE.name, key_for(w), encode(w)))
             counted.append(("withdrawn", w))
 
-    def _count(self, counted: list[tuple[str, Any]], received: float | None = None) -> None:
-        """Metrics and logs for a committed batch (a failed batch counts nothing); `received`:
-        when the batch's events were fetched (a tick's alerts have none)."""
+    def _count(self, counted: list[tuple[str, Any]], took: float | None = None) -> None:
+        """Metrics and logs for a committed batch (a failed batch counts nothing); `took`: from
+        the batch's fetch to its alerts acknowledged, when they went out (a tick's: None)."""
         m = self.metrics
-        done = time.monotonic()
         for kind, x in counted:
             if kind == "event":
                 m.events.labels(x).inc()
@@ -726,8 +725,8 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 m.withdrawn.labels(x.rule_id).inc()
             elif kind == "alert":
                 m.alerts.labels(x.rule_id, x.severity.value).inc()
-                if received is not None:  # processing time, never the age of the data
-                    m.event_to_alert_seconds.observe(done - received)
+                if took is not None:  # processing time, never the age of the data
+                    m.event_to_alert_seconds.observe(took)
                 log.info(
                     "alert raised",
                     extra={"rule_id": x.rule_id, "severity": x.severity.value,

@@ -73,16 +73,22 @@ async def test_alerts_go_out_while_the_database_is_held_and_their_state_follows_
         await until_stored(store, [first])
         lock = sqlite3.connect(db, isolation_level=None)
         lock.execute("BEGIN IMMEDIATE")  # the worker's next commit waits (busy timeout: 60 s)
+        held = time.monotonic()
         try:
             for pid in behind:
                 await send(kafka, topic, injured(pid))
                 await wait_for(kafka, "safety.alerts", lambda m, p=pid: bool(aki_for(m, p)), 30)
             # the alerts went out before the state that records them: none of it is written
             assert await store.load_states(behind) == {}
+            await asyncio.sleep(max(0.0, 3 - (time.monotonic() - held)))  # a commit held 3 s
         finally:
             lock.execute("COMMIT")
             lock.close()
         await until_stored(store, behind)
+        # each alert's time in the worker is to its acknowledgement, not to the held commit
+        latency = "safety_monitor_rules_event_to_alert_seconds"
+        assert worker.metric(f"{latency}_count") >= 4  # the first participant's, and the three
+        assert worker.metric(f'{latency}_bucket{{le="2.0"}}') == worker.metric(f"{latency}_count")
         stored = await store.load_states(behind)
         alerts = await read_topic(kafka, "safety.alerts")
         for pid in behind:
