@@ -100,7 +100,8 @@ async def test_alerts_go_out_while_the_database_is_held_and_their_state_follows_
         # every event read is committed: the stored positions are the ends of the topic
         stored_at = {tp: n for tp, n in (await store.offsets()).items() if tp[0] == topic}
         assert stored_at == await end_offsets(kafka, topic)
-        assert [len(aki_for(alerts, pid)) for pid in behind] == [1, 1, 1]
+        # one AKI each (a copy sent again after a failed write would carry the same id)
+        assert [len({a.alert_id for a in aki_for(alerts, pid)}) for pid in behind] == [1, 1, 1]
     finally:
         worker.stop()
         await store.close()
