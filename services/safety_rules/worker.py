@@ -379,11 +379,11 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         return out
 
     async def _process(self, fetched: dict[TopicPartition, list[Any]]) -> None:
-        """One batch: evaluate every partition's records, wait for every produce, then commit
-        the partitions whose produces all succeeded. A partition whose produce failed (a dead
-        letter the broker refuses, say) commits nothing, goes back to its stored state and
-        offset, and pauses for a backoff; the other partitions carry on. The writes are left
-        to the writer (`_write_behind`)."""
+        """One batch: evaluate every partition's records, wait for every produce, then queue
+        the writes of the partitions whose produces all succeeded for the writer
+        (`_write_behind`). A partition whose produce failed (a dead letter the broker refuses,
+        say) writes nothing, goes back to its stored state and offset once the writer is done,
+        and pauses for a backoff; the other partitions carry on."""
         await self._written(wait=self._unwritten() >= self.settings.rules_uncommitted_max)
         received = time.monotonic()  # the batch's events are in hand: processing starts
         reading = 0.0  # of it, reading states from the database

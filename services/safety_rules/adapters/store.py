@@ -281,7 +281,7 @@ class RulesStore:
         )
 
     async def offsets(self) -> dict[TP, int]:
-        """Each partition's next offset to read (what the worker has processed)."""
+        """Each partition's next offset to read (what the worker has processed and committed)."""
         async with self.reader.connect() as conn:
             rows = await conn.execute(select(partitions).where(partitions.c.app_id == self.app_id))
             return {
