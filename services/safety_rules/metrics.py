@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.web import observe_gc_pauses
 
-# the phases of a committed batch, as `safety_monitor_rules_batch_phase_seconds` labels them
+# the phases of a batch, as `safety_monitor_rules_batch_phase_seconds` labels them
 BATCH_PHASES = ("read", "evaluate", "produce", "commit")
 
 

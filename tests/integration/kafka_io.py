@@ -14,12 +14,13 @@ from contracts.topics import topic_named
 from services.demo import partitions_of
 
 
-async def produce(bootstrap: str, events: list[AnyEvent]) -> None:
+async def produce(bootstrap: str, events: list[AnyEvent], topic: str | None = None) -> None:
+    """Each event in order onto its catalog topic, or onto `topic` (a test's own)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for e in events:
-            await producer.send_and_wait(topic_for(e).name, encode(e), key=key_for(e))
+            await producer.send_and_wait(topic or topic_for(e).name, encode(e), key=key_for(e))
     finally:
         await producer.stop()
 

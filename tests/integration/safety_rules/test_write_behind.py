@@ -10,14 +10,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from contracts import AlertRaised, encode, key_for
+from contracts import AlertRaised
 from contracts.topics import Topic
 from deploy.kafka.launcher import create_topics
 from services.safety_rules.adapters.store import RulesStore
 from services.safety_rules.domain.state import ParticipantState
-from tests.integration.kafka_io import events_in, read_topic, wait_for
+from tests.integration.kafka_io import events_in, produce, read_topic, wait_for
+from tests.integration.safety_rules.test_worker import until, until_async
 from tests.integration.safety_rules.worker_process import Worker
 from tests.unit.safety_rules.builders import ParticipantBuilder, a_participant
 
@@ -28,16 +29,6 @@ def injured(pid: str) -> ParticipantBuilder:
     """A participant whose creatinine at day 3 is 2.6 times its baseline: an AKI alert."""
     b = a_participant(pid).enrolled(sex="F", age=61).dosed(day=0)
     return b.baseline("creatinine", 1.0, day=-2).lab("creatinine", 2.6, day=3, visit="unscheduled")
-
-
-async def send(bootstrap: str, topic: str, b: ParticipantBuilder) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for e in b.events():
-            await producer.send_and_wait(topic, encode(e), key=key_for(e))
-    finally:
-        await producer.stop()
 
 
 def raised_for(messages: list[tuple[bytes | None, bytes]], pid: str) -> list[AlertRaised]:
@@ -68,15 +59,15 @@ async def test_alerts_go_out_while_the_database_is_held_and_their_state_follows_
     behind = [f"WB-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     try:
         worker.wait_ready()
-        await send(kafka, topic, injured(first))
+        await produce(kafka, injured(first).events(), topic)
         await wait_for(kafka, "safety.alerts", lambda m: bool(aki_for(m, first)))
-        await until_stored(store, [first])
+        await until_async(lambda: all_stored(store, [first]))
         lock = sqlite3.connect(db, isolation_level=None)
         lock.execute("BEGIN IMMEDIATE")  # the worker's next commit waits (busy timeout: 60 s)
         held = time.monotonic()
         try:
             for pid in behind:
-                await send(kafka, topic, injured(pid))
+                await produce(kafka, injured(pid).events(), topic)
                 await wait_for(kafka, "safety.alerts", lambda m, p=pid: bool(aki_for(m, p)), 30)
             # the alerts went out before the state that records them: none of it is written
             assert await store.load_states(behind) == {}
@@ -84,16 +75,14 @@ async def test_alerts_go_out_while_the_database_is_held_and_their_state_follows_
         finally:
             lock.execute("COMMIT")
             lock.close()
-        await until_stored(store, behind)
+        await until_async(lambda: all_stored(store, behind))
         stored = await store.load_states(behind)
         alerts = await read_topic(kafka, "safety.alerts")
         # each alert's time in the worker is to its acknowledgement, not to the held commit;
         # counted once committed (just after the states appear: waited for)
         latency = "safety_monitor_rules_event_to_alert_seconds"
         raised = len({a.alert_id for pid in [first, *behind] for a in raised_for(alerts, pid)})
-        deadline = time.monotonic() + 30
-        while worker.metric(f"{latency}_count") < raised and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await until(lambda: worker.metric(f"{latency}_count") >= raised, 30)
         assert worker.metric(f"{latency}_count") == raised
         assert worker.metric(f'{latency}_bucket{{le="2.0"}}') == raised
         for pid in behind:
@@ -112,12 +101,8 @@ async def test_alerts_go_out_while_the_database_is_held_and_their_state_follows_
         await store.close()
 
 
-async def until_stored(store: RulesStore, pids: list[str], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while len(await store.load_states(pids)) < len(pids):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"states of {pids} not stored after {timeout_s}s")
-        await asyncio.sleep(0.2)
+async def all_stored(store: RulesStore, pids: list[str]) -> bool:
+    return len(await store.load_states(pids)) == len(pids)
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
