@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from clinical.age import clinical_date, whole_years
 from contracts.common import (
     Accepting,
     ClinicalEnvelope,
@@ -20,6 +21,7 @@ from contracts.common import (
 from contracts.units import Analyte, UnitError, canonical_unit, check_range, fold_unit, normalise
 
 PROTOCOL_CELLS_PER_KG = 1_000_000
+AGE_MIN, AGE_MAX = 18, 120  # at enrolment, in whole years, however the age is given
 _ANALYTES = {a.value: a for a in Analyte}  # (built once: each lab result asks)
 _CANONICAL_UNITS = frozenset(canonical_unit(a) for a in Analyte)
 
@@ -89,7 +91,7 @@ class ParticipantEnrolled(ClinicalEnvelope):
     event_type: Literal["participant.enrolled"] = "participant.enrolled"
     sex: Sex = Field(description="Sex at birth, F or M, as CKD-EPI 2021 needs it")
     birth_date: date | None = None
-    age_years: Annotated[int, Accepting(ge=18, le=120)] | None = Field(
+    age_years: Annotated[int, Accepting(ge=AGE_MIN, le=AGE_MAX)] | None = Field(
         default=None, description="Age at enrolment"
     )
     weight_kg: Annotated[float, Accepting(gt=20, le=350)] | None = None
@@ -97,11 +99,19 @@ class ParticipantEnrolled(ClinicalEnvelope):
     enrolled_at: Instant
 
     @model_validator(mode="after")
-    def _needs_an_age(self) -> Self:
+    def _needs_an_age(self, info: ValidationInfo) -> Self:
         if self.birth_date is None and self.age_years is None:
             raise ValueError("age_years: give birth_date or age_years (CKD-EPI needs the age)")
         if self.birth_date is not None and self.birth_date >= self.enrolled_at.date():
             raise ValueError("birth_date: must be before enrolled_at")
+        if self.birth_date is not None and not replaying(info):
+            # bounded as age_years is: a birth date is an age at enrolment
+            age = whole_years(self.birth_date, clinical_date(self.enrolled_at))
+            if not AGE_MIN <= age <= AGE_MAX:
+                raise ValueError(
+                    f"birth_date: gives an age of {age} at enrolment; the trial enrols adults "
+                    f"of {AGE_MIN}-{AGE_MAX}"
+                )
         return self
 
 
