@@ -150,9 +150,27 @@ def _check_partial_date(value: str) -> str:
 # A clinical date known perhaps only to the month or year (SDTM --DTC); never completed by guess.
 PartialDate = Annotated[str, AfterValidator(_check_partial_date)]
 
-NonEmptyStr = Annotated[str, Field(min_length=1), Accepting(max_length=200)]
+NAME_MAX = 200  # names, ids and titles
+TEXT_MAX = 2000  # free text
+NonEmptyStr = Annotated[str, Field(min_length=1), Accepting(max_length=NAME_MAX)]
 # Free text (reasons, notes, errors): bounded at the door.
-Text = Annotated[str, Accepting(max_length=2000)]
+Text = Annotated[str, Accepting(max_length=TEXT_MAX)]
+
+# Whitespace other than the plain space, control and format characters (line breaks, tabs, NUL,
+# bidi overrides, zero-width joiners), and lone surrogates (which no encoder writes)
+_NOT_ON_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+                              r"\ufeff\ufff9-\ufffb\ud800-\udfff\s]+")  # fmt: skip
+ELLIPSIS = "\u2026"
+
+
+def summary(text: str, limit: int = NAME_MAX) -> str:
+    """`text` as one line of at most `limit` characters, for a title, a subject or a header: each
+    run of whitespace, control or invisible characters one space, and past `limit` cut with an
+    ellipsis. A summary never refuses: an alert is never lost to the length of what it quotes."""
+    line = _NOT_ON_ONE_LINE.sub(" ", text).strip()
+    if len(line) > limit:
+        line = line[: max(limit - 1, 0)].rstrip() + ELLIPSIS
+    return line
 
 
 class Source(StrEnum):

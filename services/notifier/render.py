@@ -12,6 +12,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from contracts import AlertRaised, Severity
+from contracts.common import summary
 from services.notifier.domain.desk import Kind, Message
 from services.notifier.domain.routes import Routes
 from services.notifier.domain.tokens import ack_token
@@ -19,6 +20,7 @@ from services.notifier.domain.tokens import ack_token
 TEMPLATES = Path(__file__).parent / "templates"
 COLOURS = {Severity.CRITICAL: "#b00020", Severity.HIGH: "#e65100", Severity.MEDIUM: "#f9a825",
            Severity.INFO: "#1565c0"}  # fmt: skip
+SUBJECT_MAX = 250
 PREFIX = {Kind.ALERT: "", Kind.ESCALATION: "ESCALATED ", Kind.REMINDER: "REMINDER ",
           Kind.WITHDRAWN: "WITHDRAWN "}  # fmt: skip
 
@@ -44,9 +46,10 @@ class Renderer:
     def render(self, m: Message, alerts: list[AlertRaised], now: datetime) -> Rendered:
         worst = min(alerts, key=lambda a: list(Severity).index(a.severity))
         more = f" (+{len(alerts) - 1} more)" if len(alerts) > 1 else ""
-        subject = (
-            f"{PREFIX[m.kind]}[{worst.severity.value.upper()}] {worst.rule_id}: {worst.title}{more}"
-        )[:250]
+        # one line whatever the alert quotes (a header cannot carry a line break), the count of
+        # grouped alerts kept when the title is cut
+        head = f"{PREFIX[m.kind]}[{worst.severity.value.upper()}] {worst.rule_id}: "
+        subject = head + summary(worst.title, SUBJECT_MAX - len(head) - len(more)) + more
         views = [self._view(a, m.delivery.recipient, now) for a in alerts]
         step = self.routes.step(m.level) if m.kind is Kind.ESCALATION else None
         context = {

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from contracts import AlertRaised, AlertWithdrawn, ClinicalEvent, InvalidEvent, decode, encode
 from services.safety_rules.domain.config import RulesConfig
-from services.safety_rules.domain.engine import evaluate, evaluate_trial, tick
+from services.safety_rules.domain.engine import engine_failed, evaluate, evaluate_trial, tick
 from services.safety_rules.domain.state import ParticipantState
 from services.safety_rules.domain.trial import TrialState
 
@@ -51,13 +51,22 @@ def run_all(
     """The alerts raised and withdrawn, in the order they happened."""
     participants: dict[str, ParticipantState] = {}
     trials: dict[str, TrialState] = {}
+    histories: dict[str, list[ClinicalEvent]] = {}  # what each state was folded from
     alerts: list[AlertRaised | AlertWithdrawn] = []
     latest: datetime | None = None
     for event in events:
         if latest is None or event.occurred_at > latest:
             latest = event.occurred_at
-        out = evaluate(participants.get(event.participant_id) or ParticipantState(), event, cfg)
-        participants[event.participant_id] = out.state
+        pid = event.participant_id
+        try:
+            out = evaluate(participants.get(pid) or ParticipantState(), event, cfg)
+        except Exception as e:
+            # as the worker does: the event is left out, and a critical alert says so
+            alerts.append(engine_failed(event, type(e).__name__))
+            participants[pid] = _refold(histories.get(pid, []), cfg)
+            continue
+        histories.setdefault(pid, []).append(event)
+        participants[pid] = out.state
         alerts += out.alerts
         alerts += out.withdrawn
         for signal in out.signals:
@@ -71,6 +80,15 @@ def run_all(
             participants[pid] = out.state
             alerts += out.alerts
     return alerts
+
+
+def _refold(events: list[ClinicalEvent], cfg: RulesConfig) -> ParticipantState:
+    """A participant's state folded anew from the events it took (after the engine failed on
+    one, which may have left it half-folded); what they raise was raised before."""
+    state = ParticipantState()
+    for event in events:
+        state = evaluate(state, event, cfg).state
+    return state
 
 
 def write(alerts: Iterable[AlertRaised | AlertWithdrawn], out: TextIO) -> None:

@@ -55,7 +55,7 @@ from contracts.dead_letters import accept, dead_letter
 from contracts.topics import ALERT_LIFECYCLE, DEAD_LETTER, TRIAL_EVENTS, Topic
 from services.safety_rules.adapters.store import TP, Commit, Fenced, RulesStore
 from services.safety_rules.domain.config import RulesConfig
-from services.safety_rules.domain.engine import evaluate, evaluate_trial, tick
+from services.safety_rules.domain.engine import engine_failed, evaluate, evaluate_trial, tick
 from services.safety_rules.domain.state import ParticipantState
 from services.safety_rules.domain.trial import TrialSignal, TrialState
 from services.safety_rules.metrics import RulesMetrics
@@ -152,7 +152,8 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.trials: dict[str, TrialState] = {}
         self.unclaimed: set[TP] = set()
         self.rebalancing = True
-        self.poisoned: set[tuple[str, int, int]] = set()
+        # where the engine failed, and the error's class: dead-lettered and alerted on the retry
+        self.poisoned: dict[tuple[str, int, int], str] = {}
         self.failures = 0  # consecutive failed steps (the database, the engine)
         self.failing: dict[TP, int] = {}  # partitions whose produce failed, and how many times
         self.mismatched: set[TP] = set()  # the database is ahead of the partition: refused
@@ -644,9 +645,12 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             counted.append(("dead_letter", None))
             return
         where = (tp.topic, tp.partition, r.offset)
-        if where in self.poisoned:
+        if (error := self.poisoned.get(where)) is not None:
+            # fail safe: the event is kept as a dead letter, and a person is told at once by a
+            # critical alert (a missed alert is worse than an extra one)
             self._dead_letter(tp, r, "the rules engine failed on this event", sends)
             counted.append(("dead_letter", None))
+            self._publish([engine_failed(event, error)], [], sends, counted)
             return
         states = self.cache[tp.partition]
         pid = event.participant_id or ""  # every clinical event names its participant
@@ -657,7 +661,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         except Exception as e:
             # the state may be half-folded: the batch is reset, and on its retry this one
             # event is dead-lettered instead (a bug must not stop the participants behind it)
-            self.poisoned.add(where)
+            self.poisoned[where] = type(e).__name__
             log.exception("engine failed at %s[%s]@%s", tp.topic, tp.partition, r.offset)
             raise BatchFailed(f"engine error {type(e).__name__}") from e
         counted.append(("evaluate", time.perf_counter() - started))

@@ -11,8 +11,9 @@ from typing import Protocol
 import aiosmtplib
 import httpx
 
+from contracts.common import summary
 from services.notifier.domain.tokens import signature
-from services.notifier.render import Rendered
+from services.notifier.render import SUBJECT_MAX, Rendered
 
 
 class Channel(Protocol):
@@ -39,17 +40,21 @@ class Email:
         self.host, self.port, self.sender = host, port, sender
         self.user, self.password, self.starttls, self.timeout = user, password, starttls, timeout_s
 
-    async def send(self, key: str, address: str, message: Rendered) -> None:
+    def build(self, key: str, address: str, message: Rendered) -> EmailMessage:
+        """The message as sent; every header one line (the subject is a summary)."""
         mail = EmailMessage()
         mail["From"] = self.sender
         mail["To"] = address
-        mail["Subject"] = message.subject
+        mail["Subject"] = summary(message.subject, SUBJECT_MAX)
         mail["Message-ID"] = message_id(key, self.sender.rsplit("@", 1)[-1])
-        mail["X-Safety-Monitor-Key"] = key
+        mail["X-Safety-Monitor-Key"] = summary(key, 900)
         mail.set_content(message.text)
         mail.add_alternative(message.html, subtype="html")
+        return mail
+
+    async def send(self, key: str, address: str, message: Rendered) -> None:
         await aiosmtplib.send(
-            mail,
+            self.build(key, address, message),
             hostname=self.host,
             port=self.port,
             username=self.user,

@@ -29,10 +29,12 @@ from contracts import (
     AlertRaised,
     AlertWithdrawn,
     ClinicalEvent,
+    Severity,
     Source,
     alert_id_for,
 )
 from contracts.alerts import ALERT_NAMESPACE, uuid5
+from contracts.common import TEXT_MAX, summary
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.rules.adverse_events import (
     AeSevere,
@@ -135,11 +137,39 @@ def to_alert(
         rule_id=draft.rule_id,
         rule_version=draft.rule_version,
         severity=draft.severity,
-        title=draft.title,
+        title=summary(draft.title),  # a summary: never a reason to refuse an alert
         evidence=list(draft.evidence),  # validated (to UUIDs) by the contract, in its core
         due_by=draft.due_by,
         thresholds=draft.thresholds,
         facts=draft.facts,
+    )
+
+
+ENGINE_FAILED = "engine.failed"  # always on: not a clinical rule and not configurable
+ENGINE_FAILED_VERSION = 1
+
+
+def engine_failed(event: ClinicalEvent, error: str) -> AlertRaised:
+    """The critical alert raised in place of whatever `event` should have raised when the engine
+    failed on it (`error`: the exception's class name): a person must look at the event (its
+    dead letter keeps it). It names the participant, the event and the error's class, nothing
+    of the event's free text; the same failure on a replay gives the same bytes."""
+    draft = Draft(
+        ENGINE_FAILED,
+        ENGINE_FAILED_VERSION,
+        Severity.CRITICAL,
+        f"The rules engine failed on a {event.event_type} ({error}): review the event by hand",
+        trigger=str(event.event_id),
+        evidence=(str(event.event_id),),
+        thresholds={},
+        facts={"event_type": event.event_type, "error": error},
+    )
+    return to_alert(
+        draft,
+        trial_id=event.trial_id,
+        participant_id=event.participant_id,
+        occurred_at=event.occurred_at,
+        recorded_at=event.recorded_at,
     )
 
 
@@ -298,7 +328,10 @@ def _withdraw(
                 rule_id=state.raised[alert_id],
                 withdrawn_by=event.event_id,
                 superseded=event.supersedes,
-                reason=f"its evidence {gone} was corrected by {event.event_id}: {event.reason}",
+                reason=summary(
+                    f"its evidence {gone} was corrected by {event.event_id}: {event.reason}",
+                    TEXT_MAX,
+                ),
             )
         )
     return out

@@ -432,3 +432,36 @@ async def test_memory_holds_at_most_the_cache_and_an_evicted_participant_keeps_i
         assert 0 < worker.metric("safety_monitor_rules_participants_in_memory") <= 100
     finally:
         worker.stop()
+
+
+async def test_an_event_the_engine_fails_on_raises_a_critical_engine_failed_beside_its_letter(
+    kafka: str, tmp_path: Path
+) -> None:
+    """Fail safe: the event is dead-lettered (the participants behind it go on) and a person is
+    told at once by a critical `engine.failed` naming it, not only a dead-letter counter."""
+    pid, app_id = unique("EF"), unique("rules")
+    p = a_participant(pid).enrolled().dosed().baseline("creatinine", 1.0, day=-3)
+    events = p.lab("creatinine", 1.6, day=20, visit="M1").events()
+    dose = json.loads(encode(events[1]))
+    dose["weight_kg"] = 0  # recorded before the door's bound: the dose rule divides by it
+    worker = Worker(kafka, app_id, tmp_path)
+    try:
+        worker.wait_ready()
+        await produce(kafka, [events[0]])
+        await produce_raw(kafka, "trial.events", pid.encode(), json.dumps(dose).encode())
+        await produce(kafka, events[2:])
+        got = await wait_for(
+            kafka, "safety.alerts",
+            lambda m: {"engine.failed", "creatinine.aki"} <= rules_of(alerts_for(m, {pid})),
+        )  # fmt: skip
+        dead = await wait_for(
+            kafka, "trial.dead-letter", lambda m: any(k == pid.encode() for k, _ in m)
+        )
+    finally:
+        assert worker.stop(signal.SIGTERM) is not None
+    (failed,) = [a for a in alerts_for(got, {pid}) if a.rule_id == "engine.failed"]
+    assert failed.severity.value == "critical"
+    assert [str(e) for e in failed.evidence] == [dose["event_id"]]
+    assert failed.facts == {"event_type": "dose.administered", "error": "ZeroDivisionError"}
+    letter = json.loads(next(v for k, v in dead if k == pid.encode()))
+    assert letter["reason"] == "the rules engine failed on this event"

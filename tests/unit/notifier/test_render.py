@@ -49,3 +49,22 @@ def test_an_escalation_names_its_level_and_window_and_a_burst_lists_every_alert(
 def test_time_left_reads_in_days_hours_and_minutes_and_says_overdue() -> None:
     assert left(T0 + timedelta(days=6, hours=3, minutes=5), T0) == "6 d 3 h 5 min left"
     assert left(T0 - timedelta(hours=2, minutes=3), T0) == "2 h 3 min overdue"
+
+
+def test_a_line_break_in_what_an_alert_quotes_gives_a_one_line_subject_and_the_email_goes() -> None:
+    """An alert recorded before titles were summaries may carry a term's CR/LF; Python's email
+    refused such a Subject, and the SAE's email was retried forever."""
+    from email import message_from_bytes, policy
+
+    from services.notifier.adapters.channels import Email
+    from services.notifier.render import SUBJECT_MAX
+
+    a = alert("sae.reported", "critical", pid="DN-004")
+    a = a.model_copy(update={"title": "Serious AE: Haematoma\r\nBcc: x@evil.example" + "x" * 300})
+    (email, _) = due([Tracked(a, seen_at=T0)], T0, ROUTES)
+    out = Renderer(ROUTES, "https://m.example", SECRET, timedelta(hours=1)).render(email, [a], T0)
+    assert out.subject.startswith("[CRITICAL] sae.reported: Serious AE: Haematoma Bcc: x@evil")
+    assert len(out.subject) == SUBJECT_MAX and out.subject.endswith("\u2026")
+    mail = Email("127.0.0.1", 25, "monitor@m.example").build(email.key, "so@m.example", out)
+    sent = message_from_bytes(mail.as_bytes(), policy=policy.default)
+    assert sent["Bcc"] is None and "Haematoma Bcc" in str(sent["Subject"])
