@@ -7,7 +7,7 @@ PYTHON ?= $(or $(wildcard /usr/bin/python3.11),$(shell command -v python3.11 || 
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test lint schemas kafka-up kafka-down clean
+.PHONY: venv demo test lint schemas kafka-up kafka-down clean secrets
 
 $(BIN)/safety-monitor: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11 on PATH"; exit 1; }
@@ -41,3 +41,10 @@ kafka-down: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# the notifier's link and webhook secrets for docker-compose.yml (random; kept if present)
+secrets:
+	@mkdir -p deploy/secrets && chmod 700 deploy/secrets
+	@for name in notifier_link_secret notifier_webhook_secret; do \
+	  test -s deploy/secrets/$$name || (umask 077; python3 -c "import secrets; print(secrets.token_hex(32))" > deploy/secrets/$$name); \
+	done; echo "deploy/secrets/: the notifier's secrets"

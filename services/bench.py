@@ -65,6 +65,7 @@ from contracts import (
 )
 from contracts.topics import SAFETY_ALERTS, TRIAL_EVENTS, Topic
 from deploy.kafka.launcher import KafkaLauncher, KafkaSettings, create_topics
+from services.notifier.settings import development_secrets
 
 TRIAL = "UCMSC-DN-01"
 PHASES = ("engine", "pipeline", "scale", "latency", "takeover", "ingest", "e2e")
@@ -855,6 +856,7 @@ class Bench:
             "SAFETY_MONITOR_NOTIFIER_ROUTES": str(routes),
             "SAFETY_MONITOR_NOTIFIER_SMTP_PORT": str(smtp_port),
             "SAFETY_MONITOR_NOTIFIER_PORT": str(notifier_port),
+            **development_secrets(),
         }
         notifier = Service("notifier", ["notifier", "serve"], env, self.home, notifier_port)
         notifier.start().wait_ready()

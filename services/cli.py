@@ -112,7 +112,7 @@ def _notifier(args: argparse.Namespace) -> int:
     import asyncio
 
     from services.logs import configure
-    from services.notifier.bootstrap import build
+    from services.notifier.bootstrap import WeakSecrets, build
     from services.notifier.domain.routes import RoutesError
     from services.notifier.settings import NotifierSettings
     from services.web import serve_beside
@@ -123,6 +123,9 @@ def _notifier(args: argparse.Namespace) -> int:
         parts = build(settings)
     except RoutesError as e:
         print(f"{settings.notifier_routes}: {e}", file=sys.stderr)
+        return 2
+    except WeakSecrets as e:
+        print(f"notifier: refusing to start: {e}", file=sys.stderr)
         return 2
 
     async def run(stop: asyncio.Event) -> int:

@@ -487,12 +487,26 @@ def explore(bootstrap: str, home: Path, officer: str, smtp_port: int, sink: Smtp
 
 def _notifier_env(home: Path, smtp_port: int, officer: str) -> dict[str, str]:
     return {
+        **_notifier_secrets(home),
         "SAFETY_MONITOR_NOTIFIER_ROUTES": str(home / "demo-routes.yaml"),
         "SAFETY_MONITOR_NOTIFIER_SMTP_PORT": str(smtp_port),
         "SAFETY_MONITOR_NOTIFIER_DATABASE_URL": f"sqlite+aiosqlite:///{home / 'notifier.db'}",
         "SAFETY_MONITOR_NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{NOTIFIER_PORT}",
         "SAFETY_MONITOR_NOTIFIER_API_TOKENS": f"safety-officer:{officer}",
     }
+
+
+def _notifier_secrets(home: Path) -> dict[str, str]:
+    """The demo's own random link and webhook secrets, kept in its home (0600) so that links
+    it emailed still work when it is run again; never a default anyone could know."""
+    from services.notifier.settings import development_secrets
+
+    path = home / "notifier-secrets.json"
+    if not path.exists():
+        path.touch(0o600)
+        path.write_text(json.dumps(development_secrets()))
+    found: dict[str, str] = json.loads(path.read_text())
+    return found
 
 
 def _dsmb_token() -> str:

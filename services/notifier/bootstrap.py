@@ -26,9 +26,16 @@ class NotifierParts:
     app: FastAPI
 
 
+class WeakSecrets(ValueError):
+    """A secret is missing or a default: the notifier does not start (the message names it)."""
+
+
 def build(s: NotifierSettings) -> NotifierParts:
-    """Fails at start, naming the line, when the routes file is wrong (RoutesError)."""
+    """Fails at start, naming the line, when the routes file is wrong (RoutesError), and naming
+    the variable when a secret is missing or weak (WeakSecrets)."""
     routes = parse_routes(s.notifier_routes.read_text())
+    if weak := s.weak_secrets():
+        raise WeakSecrets("; ".join(weak))
     link_secret = s.notifier_link_secret.get_secret_value().encode()
     renderer = Renderer(
         routes, s.notifier_public_url, link_secret, timedelta(hours=s.notifier_link_ttl_hours)

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from services.bench import Service
+from services.notifier.settings import development_secrets
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -53,6 +54,7 @@ def test_prometheus_scrapes_every_service_and_loads_the_rules(kafka: str, tmp_pa
         "SAFETY_MONITOR_NOTIFIER_SMTP_PORT": str(free_port()),  # nobody there: fine here
         "SAFETY_MONITOR_AUDIT_DATABASE_URL": db("audit"),
         "SAFETY_MONITOR_AUDIT_SIGNING_KEY_FILE": str(tmp_path / "signing.key"),
+        **development_secrets(),
     }
     ports = {job: free_port() for job in KEY_SERIES}
     services = [

@@ -26,12 +26,13 @@ from contracts import AlertRaised, decode, encode, key_for
 from contracts.topics import SAFETY_ALERTS
 from services.notifier.bootstrap import build
 from services.notifier.domain.tokens import signature
-from services.notifier.settings import NotifierSettings
+from services.notifier.settings import NotifierSettings, development_secrets
 from tests.conftest import free_port
 from tests.integration.kafka_io import produce_raw, wait_for
 from tests.unit.notifier.test_desk import alert
 
-WEBHOOK_SECRET = "webhook-secret-for-tests"
+WEBHOOK_SECRET = "webhook-secret-for-tests-" + "w" * 32
+LINK_SECRET = "link-secret-for-tests-" + "l" * 32
 
 
 @dataclass
@@ -87,6 +88,7 @@ def settings_for(
         notifier_public_url="https://monitor.example",
         notifier_smtp_port=smtp_port,
         notifier_webhook_secret=WEBHOOK_SECRET,  # type: ignore[arg-type]
+        notifier_link_secret=LINK_SECRET,  # type: ignore[arg-type]
         notifier_tick_s=0.2,
         notifier_retry_max_s=1,
     )
@@ -242,6 +244,37 @@ def test_a_wrong_routes_file_stops_the_notifier_at_start_naming_the_line(
     assert "line 4: routes.0.to.0: 'nobody' is not in recipients" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("link", "said"),
+    [
+        (None, "SAFETY_MONITOR_NOTIFIER_LINK_SECRET is not set"),
+        ("change-me-link-secret", "SAFETY_MONITOR_NOTIFIER_LINK_SECRET is too weak"),
+    ],
+)
+def test_the_notifier_refuses_to_start_without_its_own_secrets(
+    tmp_path: Path, link: str | None, said: str
+) -> None:
+    """The old defaults let anyone forge a live-page session or an acknowledgement."""
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "SAFETY_MONITOR_NOTIFIER_WEBHOOK_SECRET": "w" * 40}
+    if link is not None:
+        env["SAFETY_MONITOR_NOTIFIER_LINK_SECRET"] = link
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "notifier", "serve"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert f"notifier: refusing to start: {said}" in done.stderr
+    # and a secret read from a file (compose's secrets) is taken
+    (tmp_path / "link").write_text("s" * 40 + "\n")
+    ok = NotifierSettings(
+        notifier_link_secret_file=tmp_path / "link", notifier_webhook_secret="w" * 40
+    )  # type: ignore[arg-type]
+    assert ok.weak_secrets() == [] and ok.notifier_link_secret.get_secret_value() == "s" * 40
+
+
 async def test_a_notifier_killed_between_send_and_record_repeats_the_same_message_only(
     kafka: str, tmp_path: Path, webhook: tuple[str, Hooks]
 ) -> None:
@@ -265,6 +298,7 @@ async def test_a_notifier_killed_between_send_and_record_repeats_the_same_messag
         "SAFETY_MONITOR_NOTIFIER_PORT": str(free_port()),
         "SAFETY_MONITOR_NOTIFIER_TICK_S": "0.2",
         "SAFETY_MONITOR_NOTIFIER_RETRY_MAX_S": "1",
+        **development_secrets(),
     }
     procs: list[subprocess.Popen[bytes]] = []
 

@@ -115,3 +115,17 @@ def test_kafka_runs_in_kraft_mode_with_no_auto_created_topics() -> None:
     env = compose()["services"]["kafka"]["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+def test_the_notifier_reads_its_secrets_from_compose_secrets_and_has_no_default() -> None:
+    from services.notifier.settings import NotifierSettings
+
+    data = compose()
+    notifier = data["services"]["notifier"]
+    env = notifier["environment"]
+    for name in ("notifier_link_secret", "notifier_webhook_secret"):
+        assert env[f"SAFETY_MONITOR_{name.upper()}_FILE"] == f"/run/secrets/{name}"
+        assert name in notifier["secrets"] and name in data["secrets"]
+        assert f"SAFETY_MONITOR_{name.upper()}" not in env  # never a value in the file
+    assert {"SAFETY_MONITOR_KAFKA_BOOTSTRAP"} <= set(env)  # the shared environment kept
+    assert len(NotifierSettings(_env_file=None).weak_secrets()) == 2  # type: ignore[call-arg]
