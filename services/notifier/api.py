@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contracts import Severity
+from services.notifier.domain.throttle import Throttle
 from services.notifier.domain.tokens import (
     AckGrant,
     BadToken,
@@ -70,10 +72,11 @@ def build_api(
         if tracker is None:
             raise HTTPException(404, "no such alert")
         done = tracker["status"] != "open"
-        by = tracker["acknowledged_by"]
+        by, at = tracker["acknowledged_by"], tracker["acknowledged_at"]
+        when = f" at {at:%Y-%m-%d %H:%M} UTC" if at else ""
         heading = (
             f"Acknowledged by {by}" if changed else
-            f"Already {tracker['status']}" + (f" by {by}" if by else "") if done else
+            f"Already {tracker['status']}" + (f" by {by}{when}" if by else "") if done else
             "Acknowledge this alert"
         )  # fmt: skip
         html = pages.get_template("ack.html.j2").render(
@@ -103,7 +106,7 @@ def build_api(
         if not who and x_safety_monitor == "1":
             # the live page: its session cookie (SameSite=Strict) and a header no other site
             # can send without a CORS preflight this server never grants
-            who = _session(request, link_secret)
+            who = _session(request, link_secret, api_tokens)
         if not who:
             raise HTTPException(401, "a bearer token or a session is required")
         tracker = await notifier.store.tracker(alert_id)
@@ -117,16 +120,30 @@ def build_api(
             "acknowledged": changed,  # False: it was already acknowledged (or closed)
             "status": tracker["status"],
             "acknowledged_by": tracker["acknowledged_by"],
+            "acknowledged_at": at.isoformat() if (at := tracker["acknowledged_at"]) else None,
         }
 
     return app
 
 
-def _session(request: Request, secret: bytes) -> str | None:
+def _session(request: Request, secret: bytes, tokens: dict[str, str]) -> str | None:
     try:
-        return check_session_token(secret, request.cookies.get(SESSION, ""), datetime.now(UTC))
+        cookie = request.cookies.get(SESSION, "")
+        return check_session_token(secret, cookie, datetime.now(UTC), tokens)
     except BadToken:
         return None
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a form post comes from this server's own page: a browser names the origin of
+    a cross-site post (Origin, Sec-Fetch-Site); a client that names none is not a browser."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    host = request.headers.get("host", "")
+    return origin.split("://", 1)[-1] == host
 
 
 def _board(
@@ -137,7 +154,7 @@ def _board(
 
     @router.get("/", response_class=HTMLResponse)
     async def board(request: Request) -> HTMLResponse:
-        who = _session(request, secret)
+        who = _session(request, secret, tokens)
         if who is None:
             return HTMLResponse(pages.get_template("login.html.j2").render(error=None))
         html = pages.get_template("board.html.j2").render(
@@ -145,14 +162,28 @@ def _board(
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
+    throttle = Throttle()
+
     @router.post("/login")
     async def login(request: Request) -> Response:
+        if not _same_origin(request):
+            raise HTTPException(403, "sign in from this site's own page")
+        address, now = request.client.host if request.client else "?", datetime.now(UTC)
+        if wait := throttle.wait(address, now):
+            html = pages.get_template("login.html.j2").render(
+                error=f"Too many attempts; try again in {math.ceil(wait)} s."
+            )
+            return HTMLResponse(
+                html, status_code=429, headers={"Retry-After": str(math.ceil(wait))}
+            )
         form = parse_qs((await request.body()).decode(errors="replace"))
-        who = tokens.get((form.get("token") or [""])[0].strip())
+        token = (form.get("token") or [""])[0].strip()
+        who = tokens.get(token)
         if who is None:
+            throttle.failed(address, now)
             html = pages.get_template("login.html.j2").render(error="Unknown token.")
             return HTMLResponse(html, status_code=401)
-        cookie = session_token(secret, who, datetime.now(UTC) + SESSION_TTL)
+        cookie = session_token(secret, who, token, datetime.now(UTC) + SESSION_TTL)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
             SESSION, cookie, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
@@ -162,7 +193,7 @@ def _board(
 
     @router.get("/events")
     async def events(request: Request) -> StreamingResponse:
-        if _session(request, secret) is None:
+        if _session(request, secret, tokens) is None:
             raise HTTPException(401, "sign in first")
 
         async def stream() -> AsyncIterator[str]:

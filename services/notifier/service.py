@@ -34,6 +34,7 @@ from contracts import (
     key_for,
 )
 from contracts.alerts import ALERT_NAMESPACE
+from contracts.common import summary
 from contracts.topics import ALERT_LIFECYCLE, SAFETY_ALERTS
 from services.kafka import consumer_from_stored, partitions, seek_stored
 from services.notifier.adapters.channels import Channel as Port
@@ -259,13 +260,14 @@ class Notifier:
     # -- acknowledge ---------------------------------------------------------------------------
 
     async def acknowledge(self, alert_id: str, by: str, note: str | None = None) -> bool:
-        """Records who acknowledged an open alert (alert.acknowledged, then the tracker); an
+        """Records who acknowledged an open alert: the first of any number at once wins (the
+        tracker is claimed in one conditional write, then alert.acknowledged is produced); an
         alert already acknowledged, resolved or unknown changes nothing: False."""
-        tracker = await self.store.tracker(alert_id)
-        if tracker is None or tracker["status"] != "open":
-            return False
+        now = self.clock()
         alerts = await self.store.alerts([alert_id])
-        alert, now = alerts[alert_id], self.clock()
+        if alert_id not in alerts or not await self.store.acknowledge(alert_id, by, now):
+            return False
+        alert = alerts[alert_id]
         event = AlertAcknowledged(
             event_id=uuid.uuid5(ALERT_NAMESPACE, f"acknowledged|{alert_id}|{by}|{now.isoformat()}"),
             trial_id=alert.trial_id,
@@ -275,14 +277,18 @@ class Notifier:
             recorded_by=RECORDED_BY,
             source=Source.NOTIFIER,
             alert_id=alert.alert_id,
-            acknowledged_by=by,
+            acknowledged_by=summary(by),
             note=note,
         )
         assert self.producer is not None
-        await self.producer.send_and_wait(ALERT_LIFECYCLE.name, encode(event), key=key_for(event))
-        # the consumer may read this very event back and close the tracker first: the
-        # acknowledgement is ours either way, since the alert was open when we made it
-        await self.store.acknowledge(alert_id, by, now)
+        try:
+            await self.producer.send_and_wait(
+                ALERT_LIFECYCLE.name, encode(event), key=key_for(event)
+            )
+        except BaseException:
+            # not recorded on the topic: the alert is open again, for this or another person
+            await self.store.unacknowledge(alert_id, by)
+            raise
         self.metrics.acknowledged.inc()
         await self.changed()
         return True

@@ -278,6 +278,16 @@ class NotifierStore:
             )
             return bool(done.rowcount)
 
+    async def unacknowledge(self, alert_id: str, by: str) -> None:
+        """Undo `acknowledge(alert_id, by, ...)` (its lifecycle fact could not be produced)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(alerts)
+                .where(alerts.c.alert_id == alert_id, alerts.c.acknowledged_by == by,
+                       alerts.c.status == Status.ACKNOWLEDGED.value)
+                .values(status=Status.OPEN.value, acknowledged_by=None, acknowledged_at=None)
+            )  # fmt: skip
+
     async def board(self) -> list[dict[str, Any]]:
         """Every tracked alert, newest first (the live page and the metrics)."""
         async with self.engine.connect() as conn:

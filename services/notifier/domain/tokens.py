@@ -32,13 +32,25 @@ def check_ack_token(secret: bytes, token: str, now: datetime) -> AckGrant:
     return AckGrant(data["a"], data["r"], datetime.fromtimestamp(data["e"], tz=now.tzinfo))
 
 
-def session_token(secret: bytes, who: str, expires_at: datetime) -> str:
-    """The live page's login cookie: who, until when (never usable as an acknowledge link)."""
-    return _seal(secret, "session", expires_at, w=who)
+def fingerprint(token: str) -> str:
+    """What a session keeps of the token it was opened with (never the token itself)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
-def check_session_token(secret: bytes, token: str, now: datetime) -> str:
-    return str(_open(secret, token, "session", now)["w"])
+def session_token(secret: bytes, who: str, token: str, expires_at: datetime) -> str:
+    """The live page's login cookie: who, with which token, until when (never usable as an
+    acknowledge link). It dies with its token (`check_session_token` is given those valid)."""
+    return _seal(secret, "session", expires_at, w=who, t=fingerprint(token))
+
+
+def check_session_token(secret: bytes, cookie: str, now: datetime, tokens: dict[str, str]) -> str:
+    """Who holds the session `cookie`, while the token it was opened with is still among
+    `tokens` (token -> who) for the same person; BadToken otherwise."""
+    data = _open(secret, cookie, "session", now)
+    holders = {fingerprint(t): who for t, who in tokens.items()}
+    if holders.get(data.get("t", "")) != data["w"]:
+        raise BadToken("its token was revoked")
+    return str(data["w"])
 
 
 def signature(secret: bytes, body: bytes) -> str:

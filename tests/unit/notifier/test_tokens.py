@@ -43,10 +43,21 @@ def test_a_webhook_signature_is_the_hmac_sha256_of_the_exact_body() -> None:
 def test_a_session_cookie_cannot_acknowledge_and_a_link_cannot_log_in() -> None:
     from services.notifier.domain.tokens import check_session_token, session_token
 
-    session = session_token(SECRET, "safety-officer", NOW + timedelta(hours=8))
-    assert check_session_token(SECRET, session, NOW) == "safety-officer"
+    tokens = {"officer-token": "safety-officer"}
+    session = session_token(SECRET, "safety-officer", "officer-token", NOW + timedelta(hours=8))
+    assert check_session_token(SECRET, session, NOW, tokens) == "safety-officer"
     with pytest.raises(BadToken, match="not a ack token"):
         check_ack_token(SECRET, session, NOW)
     link = ack_token(SECRET, "a-1", "safety-officer", NOW + timedelta(hours=1))
     with pytest.raises(BadToken, match="not a session token"):
-        check_session_token(SECRET, link, NOW)
+        check_session_token(SECRET, link, NOW, tokens)
+
+
+def test_a_session_dies_with_its_token() -> None:
+    from services.notifier.domain.tokens import check_session_token, session_token
+
+    session = session_token(SECRET, "safety-officer", "officer-token", NOW + timedelta(hours=8))
+    with pytest.raises(BadToken, match="its token was revoked"):
+        check_session_token(SECRET, session, NOW, {"new-token": "safety-officer"})
+    with pytest.raises(BadToken, match="its token was revoked"):  # the token given to another
+        check_session_token(SECRET, session, NOW, {"officer-token": "someone-else"})
