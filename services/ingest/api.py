@@ -122,6 +122,20 @@ def _body_error(status: int, detail: str, reason: str) -> JSONResponse:
     return _error(status, detail, [{"field": "(body)", "reason": reason}])
 
 
+async def _reconcile(ingest: Ingest, metrics: IngestMetrics, every_s: float) -> None:
+    """At start and then every `every_s`: writes whose outcome was left unknown (by this
+    process or one that died) are read back from the topic; an error is logged and tried
+    again at the next round, never the end of the loop."""
+    while True:
+        try:
+            metrics.unknown_writes.set(await ingest.reconcile())
+        except LogUnavailable as e:
+            log.info("unknown writes not reconciled yet: %s", e.reason)
+        except Exception:
+            log.exception("reconciling unknown writes failed; trying again in %s s", every_s)
+        await asyncio.sleep(every_s)
+
+
 def create_app(
     settings: IngestSettings,
     store: IngestStore,
@@ -133,7 +147,10 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.create()
         settle_collector()
+        reconciling = asyncio.create_task(_reconcile(ingest, metrics, settings.ingest_reconcile_s))
         yield
+        reconciling.cancel()
+        await asyncio.gather(reconciling, return_exceptions=True)
         await event_log.close()
         await store.close()
 
@@ -182,10 +199,17 @@ def create_app(
         if e.reason != STILL_WRITING:
             metrics.kafka_unavailable.inc()
         log.warning("answered 503: %s", e)
+        detail = (
+            "the event log did not acknowledge: the outcome of what was not acknowledged is "
+            "unknown; retry with the same events (a retry is answered from this attempt, "
+            "never stored twice; other content under their event_ids is refused)"
+            if e.maybe_written
+            else "the event log is unavailable: nothing of this request was stored; retry "
+            "the same request (it is idempotent)"
+        )
         return _error(
             503,
-            "the event log is unavailable: what was not acknowledged was not "
-            "stored; retry the same request (it is idempotent)",
+            detail,
             [{"field": "(service)", "reason": e.reason}],
             **{"Retry-After": str(settings.ingest_retry_after_s)},
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.web import observe_gc_pauses
 
@@ -34,6 +34,12 @@ class IngestMetrics:
         self.kafka_unavailable = Counter(
             "safety_monitor_ingest_kafka_unavailable_total",
             "Requests answered 503: Kafka did not acknowledge",
+            registry=r,
+        )
+        self.unknown_writes = Gauge(
+            "safety_monitor_ingest_unknown_writes",
+            "Events handed to Kafka and never acknowledged, not found on the topic since: "
+            "each waits for its client's retry",
             registry=r,
         )
         self.latency = Histogram(

@@ -19,18 +19,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from contracts import (
     ClinicalEvent,
     FieldError,
     InvalidEvent,
     ParticipantEnrolled,
+    decode,
     parse_event,
 )
 from contracts.topics import TRIAL_EVENTS
 from services.ingest.adapters.kafka_log import EventLog, LogUnavailable, Position
-from services.ingest.adapters.store import Accepted, IngestStore
+from services.ingest.adapters.store import Accepted, IngestStore, Unknown
 from services.ingest.domain.mapping import Rejection
 from services.ingest.domain.policy import (
     ENROLLED_ELSEWHERE,
@@ -228,31 +229,84 @@ class Ingest:
                 conflicts.append((where, _CONFLICT))
         await self._register(first, conflicts)
         owner = uuid.uuid4().hex  # this request
-        mine = await self._reserve(first, results, conflicts, owner)
+        unknown: dict[str, Unknown] = {}
+        mine = await self._reserve(first, results, conflicts, owner, unknown)
+        refused = {where for where, _ in conflicts}
+        held_for_others = [eid for eid in mine if first[eid][0] in refused]
+        if held_for_others:  # another content's unknown write holds these ids
+            await self.store.release(held_for_others, owner)
+            mine = [eid for eid in mine if eid not in held_for_others]
         if whole and conflicts:
             await self.store.release(mine, owner)
             return [], conflicts
         produced: list[Result] = []
+        sending: list[str] = []
+        failure: Exception | None = None
+        sent_at = self.clock()
         try:
-            writing = [first[eid] for eid in mine]
+            # an earlier write of the same content whose outcome is unknown: found on the
+            # topic, or sent again as it was first stamped (never stamped anew)
+            # (a writer that died mid-write left no bytes: not found, this request's are sent)
+            for eid, u in unknown.items():
+                where, event = first[eid][0], first[eid][1]
+                if u.wire:
+                    event = cast(ClinicalEvent, decode(u.wire))
+                position = await self.log.find(event, u.sent_at)
+                if position is not None:
+                    produced.append(Result(where, event, eid, Outcome.ACCEPTED, position))
+                elif u.wire:
+                    first[eid], wire_of[eid] = (where, event, u.content_sha256), u.wire
+            found = {r.event_id for r in produced}
+            sending = [eid for eid in mine if eid not in found]
+            writing = [first[eid] for eid in sending]
+            sent_at = self.clock()
             positions, failure = await self.log.append_many(
-                [(e, wire_of[eid]) for eid, (_, e, _) in zip(mine, writing, strict=True)]
+                [(e, wire_of[eid]) for eid, (_, e, _) in zip(sending, writing, strict=True)]
             )
-            produced = [
+            produced += [
                 Result(where, event, eid, Outcome.ACCEPTED, position)
-                for eid, (where, event, _), position in zip(mine, writing, positions, strict=True)
+                for eid, (where, event, _), position in zip(
+                    sending, writing, positions, strict=True
+                )
                 if position is not None
             ]
         finally:
+            done = {r.event_id for r in produced}
+            if isinstance(failure, LogUnavailable) and failure.maybe_written:
+                # handed over, never acknowledged: kept (before the reservations go) with the
+                # exact bytes sent, so a retry is answered from them and other content is not
+                # taken under their ids
+                await self.store.mark_unknown([
+                    Unknown(eid, first[eid][2], wire_of[eid], sent_at)
+                    for eid in sending if eid not in done
+                ])  # fmt: skip
             await self._record(
                 produced, owner, {eid: digest for eid, (_, _, digest) in first.items()}
             )
-            done = {r.event_id for r in produced}
             await self.store.release([eid for eid in mine if eid not in done], owner)
+            await self.store.settled([eid for eid in unknown if eid in done])
         if failure is not None:
             raise failure
         results.update((r.where, r) for r in produced)
         return [results[where] for where, _ in events if where in results], conflicts
+
+    async def reconcile(self) -> int:
+        """Settles the unknown writes that landed (read from the topic, recorded as accepted, so
+        a retry is a duplicate); the rest wait for their client's retry, which sends them as
+        first stamped. Returns how many are still unknown. LogUnavailable while Kafka is."""
+        pending = await self.store.unknown()
+        found: list[Result] = []
+        for eid, u in pending.items():
+            event = cast(ClinicalEvent, decode(u.wire))
+            position = await self.log.find(event, u.sent_at)
+            if position is not None:
+                found.append(Result("reconciled", event, eid, Outcome.ACCEPTED, position))
+        if found:
+            await self._record(
+                found, uuid.uuid4().hex, {e: u.content_sha256 for e, u in pending.items()}
+            )
+            await self.store.settled([r.event_id for r in found])
+        return len(pending) - len(found)
 
     async def _reserve(
         self,
@@ -260,8 +314,12 @@ class Ingest:
         results: dict[str, Result],
         conflicts: list[tuple[str, FieldError]],
         owner: str,
+        unknown: dict[str, Unknown],
     ) -> list[str]:
-        """The event ids this request now holds, in order; fills in duplicates and conflicts."""
+        """The event ids this request now holds, in order; fills in duplicates and conflicts,
+        and `unknown` with the earlier writes of the same content whose outcome is unknown
+        (this request settles them). An id held to settle another content's unknown write is
+        held and a conflict (the caller releases it)."""
         mine: list[str] = []
         waiting = dict(first)
         deadline = time.monotonic() + self.in_flight_s
@@ -278,6 +336,12 @@ class Ingest:
                 holder = held.get(eid)
                 if holder is None:
                     mine.append(eid)
+                elif holder.unknown is not None:  # reserved for us, to settle an unknown write
+                    mine.append(eid)
+                    if holder.content_sha256 == digest:
+                        unknown[eid] = holder.unknown
+                    else:
+                        conflicts.append((where, _CONFLICT))
                 elif holder.content_sha256 != digest:
                     conflicts.append((where, _CONFLICT))
                 elif holder.accepted:

@@ -20,6 +20,9 @@ class IngestSettings(BaseSettings):
     ingest_max_batch: int = Field(5000, gt=0, description="Events in one POST /v1/events")
     ingest_kafka_timeout_s: float = Field(10.0, gt=0, description="Then 503 with Retry-After")
     ingest_retry_after_s: int = 5
+    # how often writes whose outcome was left unknown (a 503 after a timeout) are read back
+    # from the topic (`safety_monitor_ingest_unknown_writes`)
+    ingest_reconcile_s: float = Field(30.0, gt=0)
     ingest_trial_id: str = Field("UCMSC-DN-01", description="The trial FHIR Bundles map into")
     # Other trials this service accepts (e.g. a sponsor's SDTM STUDYID); any other is a 422.
     ingest_other_trial_ids: list[str] = Field(default_factory=list)

@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import functools
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
@@ -27,14 +28,22 @@ class LogUnavailable(RuntimeError):
     broker's address and the client's error) is for the logs; `reason` is what the caller is
     told (503): one of the texts below, or a reason of the caller's own."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, *, maybe_written: bool = True) -> None:
         super().__init__(message)
         self.reason = reason
+        # whether what was handed over may have landed all the same (a timeout, a broken
+        # connection): its outcome is unknown until the topic is read (`KafkaEventLog.find`)
+        self.maybe_written = maybe_written
 
 
 UNREACHABLE = "Kafka cannot be reached"
 NOT_TAKEN = "Kafka did not take the write"
 NOT_IN_TIME = "Kafka did not acknowledge in time"
+
+
+# how far before its hand-over a message's timestamp may be read back (clock steps, the broker's
+# clock where a topic stamps at append)
+FIND_MARGIN = timedelta(minutes=1)
 
 
 class EventTooLarge(ValueError):
@@ -45,6 +54,8 @@ class EventLog(Protocol):
     async def append_many(
         self, events: list[tuple[ClinicalEvent, bytes]]
     ) -> tuple[list[Position | None], Exception | None]: ...
+
+    async def find(self, event: ClinicalEvent, sent_at: datetime) -> Position | None: ...
 
     async def ready(self) -> bool: ...
 
@@ -161,7 +172,9 @@ class KafkaEventLog:
                 except (KafkaError, OSError, TimeoutError) as e:
                     await producer.stop()
                     raise LogUnavailable(
-                        f"Kafka at {self.bootstrap} is unreachable: {e!r}", UNREACHABLE
+                        f"Kafka at {self.bootstrap} is unreachable: {e!r}",
+                        UNREACHABLE,
+                        maybe_written=False,
                     ) from e
                 self._producer, self._lanes = producer, {}
             return self._producer, self._lanes
@@ -196,7 +209,9 @@ class KafkaEventLog:
                 bound.append(((topic, self._partitioner(key, known, known)), key))
         except (KafkaError, OSError) as e:
             await self._reset()
-            failure = LogUnavailable(f"Kafka did not take the write: {e!r}", NOT_TAKEN)
+            failure = LogUnavailable(  # nothing was handed over yet
+                f"Kafka did not take the write: {e!r}", NOT_TAKEN, maybe_written=False
+            )
             return [None] * len(events), failure
         touched: dict[tuple[str, int], _PartitionQueue] = {}
         for i, ((where, key), (_, wire)) in enumerate(zip(bound, events, strict=True)):
@@ -257,6 +272,49 @@ class KafkaEventLog:
                         raise
                     break
                 sent.add_done_callback(functools.partial(_acknowledged, topic, partition, inside))
+
+    async def find(self, event: ClinicalEvent, sent_at: datetime) -> Position | None:
+        """Where `event` landed, if it did, when it was handed over no earlier than `sent_at`:
+        its partition is read from the first offset stamped at or after `sent_at` less a
+        minute (a message's timestamp is made when it is handed over, so it cannot be
+        earlier) to its end. LogUnavailable while the broker cannot answer."""
+        producer, _ = await self._started()
+        topic, key = topic_for(event).name, key_for(event)
+        try:
+            known = sorted(await producer.partitions_for(topic))
+        except (KafkaError, OSError) as e:
+            await self._reset()
+            raise LogUnavailable(f"no metadata for {topic}: {e!r}", UNREACHABLE) from e
+        tp = TopicPartition(topic, self._partitioner(key, known, known))
+        needle = b'"event_id":"' + str(event.event_id).encode() + b'"'
+        since = int((sent_at - FIND_MARGIN).timestamp() * 1000)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+            request_timeout_ms=int(self.timeout_s * 1000) + 1000,
+        )  # fmt: skip
+        try:
+            await asyncio.wait_for(consumer.start(), self.timeout_s)
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            found = (await consumer.offsets_for_times({tp: since}))[tp]
+            if found is None or found.offset >= end:
+                return None
+            consumer.seek(tp, found.offset)
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=int(self.timeout_s * 1000))
+                records = batch.get(tp, [])
+                if not records:
+                    raise LogUnavailable(f"{tp} was not read to its end", NOT_IN_TIME)
+                for r in records:
+                    if r.key == key and needle in (r.value or b""):
+                        return Position(tp.topic, tp.partition, r.offset)
+                    if r.offset + 1 >= end:
+                        return None
+        except (KafkaError, OSError, TimeoutError) as e:
+            raise LogUnavailable(f"{tp} could not be read: {e!r}", UNREACHABLE) from e
+        finally:
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await asyncio.wait_for(consumer.stop(), self.timeout_s)
 
     async def ready(self) -> bool:
         try:

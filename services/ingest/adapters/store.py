@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -77,6 +78,19 @@ reserved = Table(
     Column("owner", String(32), nullable=False),
     Column("reserved_at", DateTime(timezone=True), nullable=False),
 )
+# A write whose outcome is unknown: handed to Kafka, never acknowledged (a timeout, a broker
+# that went away). Its exact bytes (the first stamping's recorded_at) are kept until the topic
+# says whether it landed: a retry of the same content is answered from them (found on the
+# topic, or sent again as they are), never stamped anew; other content under its id is a
+# conflict. `sent_at`: when it was handed over (the topic is read from there).
+unknown = Table(
+    "ingest_unknown",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("content_sha256", String(64), nullable=False),
+    Column("wire", LargeBinary, nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+)
 # The site each participant's first enrolment claimed, before it was written: fixes the site
 # against a race of two sites enrolling one participant at once.
 site_claims = Table(
@@ -108,12 +122,24 @@ api_keys = Table(
 _PARTICIPANT_INDEX = "ix_ingest_accepted_participant_id"
 
 
+class Unknown(NamedTuple):
+    """A write whose outcome is unknown (see the table `unknown`)."""
+
+    event_id: str
+    content_sha256: str
+    wire: bytes
+    sent_at: datetime
+
+
 @dataclass(frozen=True)
 class Holder:
-    """Who holds an event_id another request wanted: accepted already, or being written."""
+    """Who holds an event_id another request wanted: accepted already, or being written; or,
+    with `unknown`, a write of it whose outcome is unknown (the id is then reserved for the
+    request that asked, to settle it)."""
 
     content_sha256: str
     accepted: bool
+    unknown: Unknown | None = None
 
 
 class Accepted(NamedTuple):  # (a tuple: made for every event, at a third of a dataclass's cost)
@@ -155,6 +181,8 @@ _ACCEPT_ROWS = Prepared(
     lambda conn: _insert_new(conn, accepted, "event_id", stamped="accepted_at"),
     columns=Accepted._fields,
 )
+_UNKNOWN_TEXT = Prepared(select(unknown).where(in_list(unknown.c.event_id, "ids")))
+_SETTLED = unknown.delete().where(in_list(unknown.c.event_id, "ids"))
 _CLAIMED = select(site_claims).where(in_list(site_claims.c.participant_id, "ids"))
 _SITES = select(participants.c.participant_id, participants.c.site_id).where(
     in_list(participants.c.participant_id, "ids")
@@ -336,6 +364,33 @@ class IngestStore:
             # the registry's sites of those enrolled (the first enrolment's, whatever these say)
             self._keep_sites(await self.writes.run(_record_many, (rows, enrolled, owner)))
 
+    async def mark_unknown(self, rows: list[Unknown]) -> None:
+        """Keeps writes whose outcome is unknown; a row already kept stays as it is (the
+        first stamping's bytes are the ones a retry gets)."""
+        if rows:
+            await self.writes.run(_mark_unknown_many, rows)
+
+    async def settled(self, event_ids: list[str]) -> None:
+        """Unknown outcomes now known (recorded as accepted, or found accepted)."""
+        if event_ids:
+            async with self.writer.begin() as conn:
+                await conn.execute(_SETTLED, {"ids": event_ids})
+
+    async def unknown(self, event_ids: Iterable[str] | None = None) -> dict[str, Unknown]:
+        """The unknown writes of `event_ids` (None: all of them), by event_id."""
+        query = select(unknown)
+        if event_ids is not None:
+            wanted = list(set(event_ids))
+            if not wanted:
+                return {}
+            query = query.where(in_list(unknown.c.event_id, "ids"))
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query, {"ids": wanted} if event_ids is not None else {})
+            return {
+                r.event_id: Unknown(r.event_id, r.content_sha256, bytes(r.wire), when(r.sent_at))
+                for r in rows
+            }  # fmt: skip
+
     async def remembered(self, key: str) -> tuple[str, str] | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(idempotency).where(idempotency.c.key == key))).first()
@@ -406,6 +461,11 @@ def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holde
             else []
         )
     }
+    # writes of these ids whose outcome is unknown: whoever reserves one settles it
+    pending = {
+        r.event_id: Unknown(r.event_id, r.content_sha256, bytes(r.wire), when(r.sent_at))
+        for r in (_UNKNOWN_TEXT.run(conn, {"ids": free}) if free else [])
+    }  # fmt: skip
     out: list[dict[str, Holder]] = []
     for item in items:
         mine: dict[str, Holder] = {}
@@ -417,9 +477,13 @@ def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holde
             if found is None:
                 if not alone:  # gone between our statements: in flight, asked for again
                     mine[eid] = Holder(digest, False)
+                elif eid in pending:
+                    mine[eid] = Holder(pending[eid].content_sha256, False, pending[eid])
                 continue  # (alone: ours)
             owner, content, since = found
             if owner == item.owner:
+                if eid in pending:
+                    mine[eid] = Holder(pending[eid].content_sha256, False, pending[eid])
                 continue
             if content == digest and since < item.stale_before:
                 # a writer that died left it: taken over, for the same content only
@@ -429,10 +493,21 @@ def _reserve_many(conn: Connection, items: list[_Claim]) -> list[dict[str, Holde
                     .values(owner=item.owner, reserved_at=now)
                 )
                 held[eid] = (item.owner, content, now)
+                # its writer may have handed it to Kafka before it died: settled like an
+                # unknown write (read from the topic), its bytes unknown (b"")
+                mine[eid] = Holder(
+                    content, False, pending.get(eid, Unknown(eid, content, b"", since))
+                )
                 continue
             mine[eid] = Holder(content, False)
         out.append(mine)
     return out
+
+
+def _mark_unknown_many(conn: Connection, items: list[list[Unknown]]) -> list[None]:
+    rows = [r._asdict() for item in items for r in item]
+    conn.execute(_insert_new(conn, unknown, "event_id"), rows)
+    return [None] * len(items)
 
 
 def _release_many(conn: Connection, items: list[tuple[list[str], str]]) -> list[None]:
