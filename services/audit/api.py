@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -16,6 +17,7 @@ from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from contracts.common import Instant
 from services.audit.adapters.store import AuditReader, AuditStore, TokenStore
 from services.audit.adapters.store import Query as Filter
 from services.audit.anchors import Anchors
@@ -45,9 +47,16 @@ def _with_event(row: dict[str, Any]) -> dict[str, Any]:
 def _cell(value: Any) -> Any:
     """A CSV cell a spreadsheet shows as text: a string starting with = + - @ or a control
     character is a formula to Excel or LibreOffice (OWASP CSV injection), so it gets a leading
-    apostrophe. Numbers are left as numbers."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r", "\n"):
-        return "'" + value
+    apostrophe. Read as a spreadsheet reads it: after Unicode normalisation (a full-width
+    U+FF1D is an =) and leading spaces. Numbers are left as numbers."""
+    if isinstance(value, str):
+        head = unicodedata.normalize("NFKC", value[:64]).lstrip(" \u00a0\u3000")[:1]
+        if (
+            head in ("=", "+", "-", "@")
+            or value[:1] in ("\t", "\r", "\n")
+            or (head and unicodedata.category(head) == "Cc")
+        ):
+            return "'" + value
     return value
 
 
@@ -113,8 +122,8 @@ def create_app(
     def flt(
         participant_id: str | None = None,
         event_type: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Instant | None = None,  # with a zone, a time that exists in UTC: else 422
+        until: Instant | None = None,
         severity: str | None = None,
         rule_id: str | None = None,
     ) -> Filter:

@@ -200,3 +200,17 @@ async def test_a_csv_export_never_hands_a_spreadsheet_a_formula(audit_store: Aud
     assert [row["recorded_by"] for row in rows] == ['\'=HYPERLINK("x")', "site"]
     assert rows[1]["reason"] == "'=cmd|' /C calc'!A0"
     assert rows[0]["seq"] == "1"  # numbers stay numbers
+
+
+async def test_a_time_that_does_not_exist_in_utc_is_a_422_naming_the_parameter(
+    dsmb: tuple[httpx.AsyncClient, str],
+) -> None:
+    client, token = dsmb
+    for bad in ("9999-12-31T23:59:59-23:59", "2026-01-01T00:00:00"):  # past year 9999; no zone
+        r = await client.get("/audit/events", params={"since": bad}, headers=bearer(token))
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["field"] == "query.since"
+    ok = await client.get(
+        "/audit/events", params={"until": "2026-01-01T00:00:00+07:00"}, headers=bearer(token)
+    )
+    assert ok.status_code == 200
