@@ -227,7 +227,7 @@ class Ingest:
                 results[where] = Result(where, event, eid, Outcome.DUPLICATE)
             else:
                 conflicts.append((where, _CONFLICT))
-        await self._register(first, conflicts)
+        claimed = await self._register(first, conflicts)
         owner = uuid.uuid4().hex  # this request
         unknown: dict[str, Unknown] = {}
         mine = await self._reserve(first, results, conflicts, owner, unknown)
@@ -238,6 +238,7 @@ class Ingest:
             mine = [eid for eid in mine if eid not in held_for_others]
         if whole and conflicts:
             await self.store.release(mine, owner)
+            await self.store.unclaim(set(claimed.values()))
             return [], conflicts
         produced: list[Result] = []
         sending: list[str] = []
@@ -272,14 +273,19 @@ class Ingest:
             ]
         finally:
             done = {r.event_id for r in produced}
+            maybe = set()
             if isinstance(failure, LogUnavailable) and failure.maybe_written:
                 # handed over, never acknowledged: kept (before the reservations go) with the
                 # exact bytes sent, so a retry is answered from them and other content is not
                 # taken under their ids
-                await self.store.mark_unknown([
-                    Unknown(eid, first[eid][2], wire_of[eid], sent_at)
-                    for eid in sending if eid not in done
-                ])  # fmt: skip
+                maybe = {eid for eid in sending if eid not in done}
+                await self.store.mark_unknown(
+                    [Unknown(eid, first[eid][2], wire_of[eid], sent_at) for eid in maybe]
+                )
+            # an enrolment not written (and not perhaps written) claims nobody
+            await self.store.unclaim(
+                {p for eid, p in claimed.items() if eid not in done and eid not in maybe}
+            )
             await self._record(
                 produced, owner, {eid: digest for eid, (_, _, digest) in first.items()}
             )
@@ -361,18 +367,21 @@ class Ingest:
         self,
         first: dict[str, tuple[str, ClinicalEvent, str]],
         conflicts: list[tuple[str, FieldError]],
-    ) -> None:
+    ) -> dict[str, str]:
         """Fixes the site of each participant enrolled here before anything is written; an
-        enrolment that lost the race to another site's is a conflict."""
+        enrolment that lost the race to another site's is a conflict. Returns the claims this
+        made first, enrolment event_id -> participant (dropped if that enrolment is not
+        written: a refused request claims nobody)."""
         enrolments = {
             eid: e for eid, (_, e, _) in first.items() if isinstance(e, ParticipantEnrolled)
         }
-        sites = await self.store.claim_sites(
+        sites, new = await self.store.claim_sites(
             [(e.participant_id, e.site_id) for e in enrolments.values()]
         )
         for eid, e in enrolments.items():
             if sites.get(e.participant_id) != e.site_id:
                 conflicts.append((first.pop(eid)[0], ENROLLED_ELSEWHERE))
+        return {eid: e.participant_id for eid, e in enrolments.items() if e.participant_id in new}
 
     async def _record(self, results: list[Result], owner: str, digests: dict[str, str]) -> None:
         rows = [

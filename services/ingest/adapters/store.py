@@ -346,13 +346,29 @@ class IngestStore:
         if event_ids:
             await self.writes.run(_release_many, (event_ids, owner))
 
-    async def claim_sites(self, enrolling: list[tuple[str, str]]) -> dict[str, str]:
+    async def claim_sites(
+        self, enrolling: list[tuple[str, str]]
+    ) -> tuple[dict[str, str], set[str]]:
         """Claims each (participant, site) before its enrolment is written: the first claim
         fixes a participant's site, however many requests race. Returns participant -> the
-        site that holds it. (The registry itself is written once an enrolment is accepted.)"""
+        site that holds it, and the participants this call claimed first (to `unclaim` if
+        its request is refused). (The registry is written once an enrolment is accepted.)"""
         if not enrolling:
-            return {}
+            return {}, set()
         return await self.writes.run(_claim_sites_many, enrolling)
+
+    async def unclaim(self, participant_ids: set[str]) -> None:
+        """Drops claims a refused request made: a refused enrolment claims no participant
+        (one already registered keeps its claim)."""
+        if participant_ids:
+            async with self.writer.begin() as conn:
+                await conn.execute(
+                    site_claims.delete().where(
+                        in_list(site_claims.c.participant_id, "ids"),
+                        ~site_claims.c.participant_id.in_(select(participants.c.participant_id)),
+                    ),
+                    {"ids": sorted(participant_ids)},
+                )
 
     async def record(
         self, rows: list[Accepted], enrolled: list[tuple[str, str, str]], owner: str
@@ -516,15 +532,23 @@ def _release_many(conn: Connection, items: list[tuple[list[str], str]]) -> list[
     return [None] * len(items)
 
 
-def _claim_sites_many(conn: Connection, items: list[list[tuple[str, str]]]) -> list[dict[str, str]]:
+def _claim_sites_many(
+    conn: Connection, items: list[list[tuple[str, str]]]
+) -> list[tuple[dict[str, str], set[str]]]:
     first = {p: s for item in reversed(items) for p, s in reversed(item)}  # the first claim wins
+    known = {r.participant_id for r in conn.execute(_CLAIMED, {"ids": list(first)})}
     conn.execute(
         _insert_new(conn, site_claims, "participant_id"),
-        [{"participant_id": p, "site_id": s} for p, s in first.items()],
+        [{"participant_id": p, "site_id": s} for p, s in first.items() if p not in known],
     )
     rows = conn.execute(_CLAIMED, {"ids": list(first)})
     sites = {r.participant_id: r.site_id for r in rows}
-    return [{p: sites[p] for p, _ in item} for item in items]
+    out, taken = [], set(known)
+    for item in items:  # each new claim is the first claiming item's
+        new = {p for p, s in item if p not in taken and sites[p] == s}
+        taken |= new
+        out.append(({p: sites[p] for p, _ in item}, new))
+    return out
 
 
 def _record_many(

@@ -328,3 +328,21 @@ async def test_event_requests_are_counted_under_their_route_whatever_they_answer
         await api.client.post("/v1/events", content=b"{", headers=api.h(api.site_a))
     ).status_code == 400
     assert {s: await requests(s) - n for s, n in before.items()} == {"201": 1, "401": 1, "400": 1}
+
+
+async def test_a_refused_batch_claims_no_participant(api: Api) -> None:
+    """An enrolment in a batch refused whole (here for an id reused with other content) leaves
+    the participant free: another site's enrolment of it is accepted, not 'enrolled elsewhere'."""
+    pid, other = unique("CLM"), unique("CLM")
+    first = lab(other)
+    assert (await api.client.post("/v1/events", json=[enrolment(other), first],
+                                  headers=api.h(api.site_a))).status_code == 201  # fmt: skip
+    reused = {**first, "participant_id": pid, "value": 120}
+    refused = await api.client.post(
+        "/v1/events", json=[enrolment(pid), reused], headers=api.h(api.site_a)
+    )
+    assert refused.status_code == 409, refused.text
+    elsewhere = await api.client.post(
+        "/v1/events", json=enrolment(pid, site="other"), headers=api.h(api.site_b)
+    )
+    assert elsewhere.status_code == 201, elsewhere.text
