@@ -151,6 +151,7 @@ def _ingest(args: argparse.Namespace) -> int:
     parts = build(IngestSettings())
     if args.action == "serve":
         from services.logs import configure
+        from services.web import HeaderTimeout
 
         configure("ingest")
         s = parts.settings
@@ -162,6 +163,7 @@ def _ingest(args: argparse.Namespace) -> int:
             log_level="info",
             access_log=False,
             log_config=None,  # keep the JSON handler configure() installed
+            http=HeaderTimeout,
         )
         return 0
     if args.action == "import":
@@ -253,6 +255,7 @@ def _audit(args: argparse.Namespace) -> int:
 
         from services.audit.api import create_app
         from services.logs import configure
+        from services.web import HeaderTimeout
 
         configure("audit")
         uvicorn.run(
@@ -265,6 +268,7 @@ def _audit(args: argparse.Namespace) -> int:
             port=args.port or settings.audit_port,
             access_log=False,
             log_config=None,
+            http=HeaderTimeout,
         )
         return 0
 

@@ -17,6 +17,50 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Histogram
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# A client has this long to send a request's headers; then its connection is closed (uvicorn
+# sets no such limit: half-sent requests held connections open for good).
+HEADER_TIMEOUT_S = 10.0
+
+
+class HeaderTimeout(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for each request's headers, from the
+    connection (or the request's first byte) to its last header."""
+
+    header_timeout_s = HEADER_TIMEOUT_S
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        self._disarm()  # each request its own deadline (a kept-alive connection's next one)
+        self._arm()
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.header_timeout_s, self._too_slow
+        )
+
+    def _disarm(self) -> None:  # (an idle kept-alive connection is uvicorn's to time out)
+        timer, self._header_timer = getattr(self, "_header_timer", None), None
+        if timer is not None:
+            timer.cancel()
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -58,6 +102,7 @@ async def serve_beside(
     if app is not None:
         config = uvicorn.Config(
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+            http=HeaderTimeout,
             timeout_graceful_shutdown=3,  # open event streams (the live page) are cut after it
         )  # fmt: skip
         server = _Server(config)

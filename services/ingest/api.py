@@ -396,16 +396,24 @@ def create_app(
             )
         try:
             raw = await _read(request, settings.ingest_max_import_bytes)
-            bundle = load_json(raw, depth)
+            # parsed and mapped off the event loop: a large Bundle never stalls /healthz
+            bundle = await asyncio.to_thread(load_json, raw, depth)
         except BodyTooLarge as e:
             return _body_error(413, "Bundle too large", str(e))
         except BodyTooSlow as e:
             return _body_error(408, "request body too slow", str(e))
         except BadBody as e:
             return _body_error(400, "malformed request body", str(e))
+        entries = bundle.get("entry") if isinstance(bundle, dict) else None
+        cap = settings.ingest_max_bundle_entries
+        if isinstance(entries, list) and len(entries) > cap:
+            return _body_error(
+                413, "Bundle too large", f"{len(entries)} entries; at most {cap} in one Bundle "
+                "(SAFETY_MONITOR_INGEST_MAX_BUNDLE_ENTRIES): send it in parts",
+            )  # fmt: skip
         ctx = FhirContext(settings.ingest_trial_id, who.site_id or site_id, zone)
         try:
-            mapped = map_bundle(bundle, ctx)
+            mapped = await asyncio.to_thread(map_bundle, bundle, ctx)
             results, rejections = await ingest.accept_each(mapped.events, who, "fhir")
         except RowError as e:
             return _error(422, "not an accepted Bundle", [{"field": e.field, "reason": e.reason}])

@@ -39,6 +39,11 @@ def build(settings: IngestSettings) -> IngestParts:
         earliest=settings.ingest_earliest_date,
         ahead=timedelta(seconds=settings.ingest_future_tolerance_s),
         max_event_bytes=settings.ingest_max_event_bytes,
+        participant_patterns=(
+            {settings.ingest_trial_id: settings.ingest_participant_id_pattern}
+            if settings.ingest_participant_id_pattern
+            else {}
+        ),
     )
     ingest = Ingest(
         store,

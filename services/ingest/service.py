@@ -40,6 +40,8 @@ from services.ingest.domain.policy import (
     authorize,
     encoded,
     scoped_to_site,
+    spelled_apart,
+    spelling_key,
     stamp,
 )
 
@@ -138,7 +140,9 @@ class Ingest:
                     )
                 ]
             )
-        why = self.acceptance.trial(event.trial_id)
+        why = self.acceptance.trial(event.trial_id) or self.acceptance.participant(
+            event.trial_id, event.participant_id or ""
+        )
         if why is not None:
             raise InvalidEvent([why])
         (wire, digest), limit = encoded(event), self.acceptance.max_event_bytes  # type: ignore[arg-type]
@@ -157,6 +161,7 @@ class Ingest:
             except InvalidEvent as e:
                 status = 413 if isinstance(e, _Oversized) else 422
                 errors += [(i, err, status) for err in e.errors]
+        parsed = await self._one_spelling(parsed, errors)
         site_of = await self.store.sites_of(e.participant_id for _, (e, _, _) in parsed)
         corrected = [str(e.supersedes) for _, (e, _, _) in parsed if e.supersedes is not None]
         owner_of = await self.store.owners_of(corrected)
@@ -181,6 +186,23 @@ class Ingest:
             owner_of.setdefault(str(event.event_id), event.participant_id)
             ok.append((i, (event, wire, digest)))
         return _Checked(ok, sorted(errors, key=lambda e: e[0]))
+
+    async def _one_spelling(
+        self, parsed: list[tuple[int, Ready]], errors: list[tuple[int, FieldError, int]]
+    ) -> list[tuple[int, Ready]]:
+        """Enrolments whose participant is another's spelling (dn-101 beside DN-101, in the
+        registry or earlier in the request) become errors (422); the rest are returned."""
+        enrolling = [(i, e) for i, (e, _, _) in parsed if isinstance(e, ParticipantEnrolled)]
+        if not enrolling:
+            return parsed
+        held = await self.store.spellings({spelling_key(e.participant_id) for _, e in enrolling})
+        wrong: set[int] = set()
+        for i, e in enrolling:
+            registered = held.setdefault(spelling_key(e.participant_id), e.participant_id)
+            if registered != e.participant_id:
+                errors.append((i, spelled_apart(e.participant_id, registered), 422))
+                wrong.add(i)
+        return [p for p in parsed if p[0] not in wrong] if wrong else parsed
 
     async def accept(self, bodies: Sequence[Any], who: Principal, source: str) -> list[Result]:
         """All or nothing: any error refuses the whole batch (Refused)."""

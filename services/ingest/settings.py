@@ -18,12 +18,17 @@ class IngestSettings(BaseSettings):
     ingest_max_body_bytes: int = Field(5 * 2**20, gt=0, description="Larger requests get 413")
     ingest_max_import_bytes: int = Field(64 * 2**20, gt=0, description="For file imports")
     ingest_max_batch: int = Field(5000, gt=0, description="Events in one POST /v1/events")
+    ingest_max_bundle_entries: int = Field(5000, gt=0, description="Entries of one FHIR Bundle")
     ingest_kafka_timeout_s: float = Field(10.0, gt=0, description="Then 503 with Retry-After")
     ingest_retry_after_s: int = 5
     # how often writes whose outcome was left unknown (a 503 after a timeout) are read back
     # from the topic (`safety_monitor_ingest_unknown_writes`)
     ingest_reconcile_s: float = Field(30.0, gt=0)
     ingest_trial_id: str = Field("UCMSC-DN-01", description="The trial FHIR Bundles map into")
+    # The form of a participant id in ingest_trial_id, a regular expression (e.g. DN-[0-9]{3}):
+    # anything else is a 422 naming it. Unset: any pseudonymous code the contract takes; two
+    # spellings of one participant (dn-101, DN_101, DN-101.) are refused either way.
+    ingest_participant_id_pattern: str | None = None
     # Other trials this service accepts (e.g. a sponsor's SDTM STUDYID); any other is a 422.
     ingest_other_trial_ids: list[str] = Field(default_factory=list)
     # Instants an event may name: from this date to now + the tolerance; others are a 422.

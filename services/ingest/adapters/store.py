@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ingest.domain.policy import Principal, Role
+from services.ingest.domain.policy import Principal, Role, spelling_key
 from services.sql import (
     GroupCommit,
     Prepared,
@@ -98,6 +98,14 @@ site_claims = Table(
     metadata,
     Column("participant_id", String(64), primary_key=True),
     Column("site_id", String(200), nullable=False),
+)
+# Each participant's spelling, by its spelling key (policy.spelling_key): the first enrolment's
+# spelling holds it, so dn-101 and DN_101 cannot become two more participants beside DN-101.
+spellings = Table(
+    "ingest_spellings",
+    metadata,
+    Column("spelling_key", String(64), primary_key=True),
+    Column("participant_id", String(64), nullable=False),
 )
 idempotency = Table(
     "ingest_idempotency",
@@ -183,6 +191,9 @@ _ACCEPT_ROWS = Prepared(
 )
 _UNKNOWN_TEXT = Prepared(select(unknown).where(in_list(unknown.c.event_id, "ids")))
 _SETTLED = unknown.delete().where(in_list(unknown.c.event_id, "ids"))
+_SPELLINGS = select(spellings.c.spelling_key, spellings.c.participant_id).where(
+    in_list(spellings.c.spelling_key, "ids")
+)
 _CLAIMED = select(site_claims).where(in_list(site_claims.c.participant_id, "ids"))
 _SITES = select(participants.c.participant_id, participants.c.site_id).where(
     in_list(participants.c.participant_id, "ids")
@@ -239,6 +250,14 @@ class IngestStore:
             await conn.run_sync(metadata.create_all)
             # made by versions before it was dropped (see `accepted`)
             await conn.execute(text(f"DROP INDEX IF EXISTS {_PARTICIPANT_INDEX}"))
+            # participants claimed before spellings were kept hold theirs
+            claimed = (await conn.execute(select(site_claims.c.participant_id))).scalars()
+            keyed = {spelling_key(p): p for p in sorted(claimed, reverse=True)}
+            if keyed:
+                await conn.execute(
+                    insert_for(conn)(spellings).on_conflict_do_nothing(),
+                    [{"spelling_key": k, "participant_id": p} for k, p in keyed.items()],
+                )
 
     async def close(self) -> None:
         await self.writes.close()
@@ -357,6 +376,10 @@ class IngestStore:
             return {}, set()
         return await self.writes.run(_claim_sites_many, enrolling)
 
+    async def spellings(self, keys: Iterable[str]) -> dict[str, str]:
+        """spelling key -> the participant_id that holds it, for the keys held."""
+        return await self._lookup(_SPELLINGS, keys)
+
     async def unclaim(self, participant_ids: set[str]) -> None:
         """Drops claims a refused request made: a refused enrolment claims no participant
         (one already registered keeps its claim)."""
@@ -366,6 +389,13 @@ class IngestStore:
                     site_claims.delete().where(
                         in_list(site_claims.c.participant_id, "ids"),
                         ~site_claims.c.participant_id.in_(select(participants.c.participant_id)),
+                    ),
+                    {"ids": sorted(participant_ids)},
+                )
+                await conn.execute(
+                    spellings.delete().where(
+                        in_list(spellings.c.participant_id, "ids"),
+                        ~spellings.c.participant_id.in_(select(site_claims.c.participant_id)),
                     ),
                     {"ids": sorted(participant_ids)},
                 )
@@ -537,10 +567,16 @@ def _claim_sites_many(
 ) -> list[tuple[dict[str, str], set[str]]]:
     first = {p: s for item in reversed(items) for p, s in reversed(item)}  # the first claim wins
     known = {r.participant_id for r in conn.execute(_CLAIMED, {"ids": list(first)})}
-    conn.execute(
-        _insert_new(conn, site_claims, "participant_id"),
-        [{"participant_id": p, "site_id": s} for p, s in first.items() if p not in known],
-    )
+    claiming = [p for p in first if p not in known]
+    if claiming:
+        conn.execute(
+            _insert_new(conn, site_claims, "participant_id"),
+            [{"participant_id": p, "site_id": first[p]} for p in claiming],
+        )
+        conn.execute(
+            _insert_new(conn, spellings, "spelling_key"),
+            [{"spelling_key": spelling_key(p), "participant_id": p} for p in claiming],
+        )
     rows = conn.execute(_CLAIMED, {"ids": list(first)})
     sites = {r.participant_id: r.site_id for r in rows}
     out, taken = [], set(known)

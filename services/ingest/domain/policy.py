@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
@@ -65,9 +68,21 @@ class Acceptance:
     earliest: date = date(1900, 1, 1)
     ahead: timedelta = timedelta(days=1)
     max_event_bytes: int = 64 * 2**10
+    participant_patterns: Mapping[str, str] = field(default_factory=dict)
 
     def window(self, now: datetime) -> tuple[datetime, datetime]:
         return datetime.combine(self.earliest, time(), UTC), now + self.ahead
+
+    def participant(self, trial_id: str, participant_id: str) -> FieldError | None:
+        """Why a participant id is refused for this trial: not in the form its pattern
+        gives (`participant_patterns`, trial -> a regular expression; e.g. DN-101)."""
+        pattern = self.participant_patterns.get(trial_id)
+        if pattern is None or re.fullmatch(pattern, participant_id):
+            return None
+        return FieldError(
+            "participant_id",
+            f"is not in this trial's form {pattern!r} (e.g. DN-101): one participant, one spelling",
+        )
 
     def trial(self, trial_id: str) -> FieldError | None:
         """Why a trial id is refused here (None: it is accepted)."""
@@ -75,6 +90,25 @@ class Acceptance:
             return None
         known = ", ".join(sorted(self.trial_ids))
         return FieldError("trial_id", f"{trial_id!r} is not a trial of this service ({known})")
+
+
+def spelling_key(participant_id: str) -> str:
+    """What tells two spellings of one participant apart from two participants: case, the
+    separators - _ . and spaces, and compatibility forms (NFKC) do not count (dn-101, DN_101
+    and DN-101. are DN-101)."""
+    folded = unicodedata.normalize("NFKC", participant_id).casefold()
+    return _SEPARATORS.sub("-", folded).strip("-")
+
+
+_SEPARATORS = re.compile(r"[-_.\s]+")
+
+
+def spelled_apart(participant_id: str, registered: str) -> FieldError:
+    return FieldError(
+        "participant_id",
+        f"{participant_id} is {registered} written differently: one participant, one "
+        f"spelling; use {registered}",
+    )
 
 
 ENROLLED_ELSEWHERE = FieldError(

@@ -346,3 +346,42 @@ async def test_a_refused_batch_claims_no_participant(api: Api) -> None:
         "/v1/events", json=enrolment(pid, site="other"), headers=api.h(api.site_b)
     )
     assert elsewhere.status_code == 201, elsewhere.text
+
+
+async def test_one_participant_has_one_spelling(api: Api) -> None:
+    """dn-101, DN_101 and DN-101. were three participants beside DN-101."""
+    pid = unique("SP").upper()
+    assert (await api.client.post("/v1/events", json=enrolment(pid),
+                                  headers=api.h(api.site_a))).status_code == 201  # fmt: skip
+    for other in (pid.lower(), pid.replace("-", "_"), pid + "."):
+        r = await api.client.post("/v1/events", json=enrolment(other), headers=api.h(api.site_a))
+        assert r.status_code == 422, (other, r.text)
+        (error,) = r.json()["errors"]
+        assert error["field"] == "participant_id"
+        assert "written differently" in error["reason"] and f"use {pid}" in error["reason"]
+    # and in one request: the second spelling is refused
+    new = unique("SQ").upper()
+    r = await api.client.post(
+        "/v1/events", json=[enrolment(new), enrolment(new.lower())], headers=api.h(api.site_a)
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["index"] == 1
+
+
+async def test_a_trial_with_a_participant_pattern_refuses_any_other_form(
+    kafka: str, tmp_path: Any
+) -> None:
+    api = await make_api(kafka, tmp_path / "ingest.db", ingest_participant_id_pattern="DN-[0-9]{3}")
+    try:
+        for pid in ("dn-101", "DN_101", "DN-101.", "DN-1011"):
+            r = await api.client.post("/v1/events", json=enrolment(pid), headers=api.h(api.site_a))
+            assert r.status_code == 422, r.text
+            assert "is not in this trial's form 'DN-[0-9]{3}'" in r.json()["errors"][0]["reason"]
+        ok = await api.client.post(
+            "/v1/events", json=enrolment(f"DN-{uuid.uuid4().int % 900 + 100}"),
+            headers=api.h(api.site_a),
+        )  # fmt: skip
+        assert ok.status_code in (201, 409), ok.text  # (409: that number enrolled by another run)
+    finally:
+        await api.client.aclose()
+        await api.parts.log.close()
+        await api.parts.store.close()

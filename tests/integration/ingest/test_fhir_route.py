@@ -119,3 +119,28 @@ async def test_the_hl7_examples_are_answered_entry_by_entry(api: Api, shared_dat
         )
         assert out["accepted"] == 0 and out["rejected"] >= 1
         assert all(r["reason"] for r in out["rejections"])
+
+
+async def test_a_bundle_past_the_entry_cap_is_a_413_naming_the_cap(
+    kafka: str, tmp_path: Path
+) -> None:
+    """A Bundle of 60k entries grew the process to 440 MB; past the cap it is refused before
+    it is mapped (and a Bundle is parsed and mapped off the event loop)."""
+    from tests.integration.ingest.conftest import make_api
+
+    api = await make_api(kafka, tmp_path / "ingest.db", ingest_max_bundle_entries=1000)
+    try:
+        entry = {"resource": {"resourceType": "Encounter", "id": "e"}}
+        big = {"resourceType": "Bundle", "type": "collection", "entry": [entry] * 1001}
+        r = await api.client.post("/fhir/Bundle", content=json.dumps(big),
+                                  headers=api.h(api.site_a, **FHIR_JSON))  # fmt: skip
+        assert r.status_code == 413, r.text
+        assert "1001 entries; at most 1000" in r.json()["errors"][0]["reason"]
+        big["entry"] = [entry] * 1000
+        r = await api.client.post("/fhir/Bundle", content=json.dumps(big),
+                                  headers=api.h(api.site_a, **FHIR_JSON))  # fmt: skip
+        assert r.status_code == 200 and r.json()["rejected"] == 1000
+    finally:
+        await api.client.aclose()
+        await api.parts.log.close()
+        await api.parts.store.close()

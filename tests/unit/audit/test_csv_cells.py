@@ -9,8 +9,20 @@ from services.audit.api import _cell
 
 @pytest.mark.parametrize(
     "value",
-    ["=1+1", "+1", "-1+2", "@SUM(A1)", "\t=1", "\r=1", "\uff1d1+1", "\uff0b1", " =1+1",
-     "\u00a0\u3000=1", "\x07beep", "\uff20SUM(A1)"],  # fmt: skip
+    [
+        "=1+1",
+        "+1",
+        "-1+2",
+        "@SUM(A1)",
+        "\t=1",
+        "\r=1",
+        "\uff1d1+1",
+        "\uff0b1",
+        " =1+1",
+        "\u00a0\u3000=1",
+        "\x07beep",
+        "\uff20SUM(A1)",
+    ],
 )
 def test_what_a_spreadsheet_would_run_is_made_text(value: str) -> None:
     assert _cell(value) == "'" + value
