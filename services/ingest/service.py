@@ -168,7 +168,7 @@ class Ingest:
         # a record imported before ids were scoped by site keeps its first id (the same content
         # under it is a duplicate, never a second event)
         earlier = (
-            await self.store.accepted(str(e.event_id) for _, (e, _, _) in parsed)
+            await self.store.accepted(self._import_ids(parsed, site_of))
             if (source in _IMPORTS)
             else {}
         )
@@ -181,11 +181,32 @@ class Ingest:
             if isinstance(event, ParticipantEnrolled):
                 site_of.setdefault(event.participant_id, event.site_id)
             if source in _IMPORTS and earlier.get(str(event.event_id)) != digest:
-                event = scoped_to_site(event, site_of[event.participant_id])
-                wire, digest = encoded(event)
+                site = site_of[event.participant_id]
+                legacy = scoped_to_site(event, site, None)
+                legacy_wire, legacy_digest = encoded(legacy)
+                if earlier.get(str(legacy.event_id)) == legacy_digest:
+                    event, wire, digest = legacy, legacy_wire, legacy_digest  # imported then
+                else:
+                    event = scoped_to_site(event, site, self.store.id_secret)
+                    wire, digest = encoded(event)
             owner_of.setdefault(str(event.event_id), event.participant_id)
             ok.append((i, (event, wire, digest)))
         return _Checked(ok, sorted(errors, key=lambda e: e[0]))
+
+    @staticmethod
+    def _import_ids(parsed: list[tuple[int, Ready]], site_of: dict[str, str]) -> list[str]:
+        """The ids an imported record may already be accepted under: its own (imported before
+        ids were scoped by site) and its site's unkeyed one (before they were keyed)."""
+        sites = dict(site_of)
+        for _, (e, _, _) in parsed:
+            if isinstance(e, ParticipantEnrolled):
+                sites.setdefault(e.participant_id, e.site_id)
+        out = []
+        for _, (e, _, _) in parsed:
+            out.append(str(e.event_id))
+            if (site := sites.get(e.participant_id)) is not None:
+                out.append(str(scoped_to_site(e, site, None).event_id))
+        return out
 
     async def _one_spelling(
         self, parsed: list[tuple[int, Ready]], errors: list[tuple[int, FieldError, int]]

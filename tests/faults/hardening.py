@@ -36,6 +36,7 @@ from contracts.topics import DEAD_LETTER, TRIAL_EVENTS
 from services.audit.adapters.store import AuditStore
 from services.audit.projection import LagProbe
 from services.ingest.domain.mapping import stable_id
+from services.ingest.domain.policy import SITE_NAMESPACE
 from tests.conftest import free_port
 from tests.integration.kafka_io import produce, produce_raw, read_topic
 
@@ -391,6 +392,65 @@ async def ingest_cases(bootstrap: str, workdir: Path) -> list[Case]:
                 str(status),
                 status == 408,
             )
+            # 27: fail safe at the door
+            born = enrolment(_pid("Y"), "A", birth_date="0001-01-01")
+            born.pop("age_years", None)
+            r = await post(site_a, born)
+            case(
+                "27",
+                "an enrolment born 0001-01-01 (age 2025: eGFR 0.0003)",
+                "422 birth_date",
+                f"{r.status_code} {_fields(r)}",
+                (r.status_code, _fields(r)) == (422, "birth_date"),
+            )
+            spelled = [await post(site_a, enrolment(p, "A")) for p in
+                       (a_pid.lower(), a_pid.replace("-", "_", 1), a_pid + ".")]  # fmt: skip
+            case(
+                "27",
+                f"{a_pid.lower()}, {a_pid.replace('-', '_', 1)}, {a_pid}. beside {a_pid}",
+                "422 participant_id each",
+                " ".join(f"{x.status_code} {_fields(x)}" for x in spelled),
+                all((x.status_code, _fields(x)) == (422, "participant_id") for x in spelled),
+            )
+            free_pid = _pid("F")
+            used = lab(a_pid)
+            assert (await post(site_a, used)).status_code == 201
+            refused = await post(site_a, [enrolment(free_pid, "A"), {**used, "value": 150}])
+            elsewhere = await post(site_b, enrolment(free_pid, "B"))
+            case(
+                "27",
+                "a batch refused whole (409) holding an enrolment; then site B enrols them",
+                "409, then 201",
+                f"{refused.status_code}, then {elsewhere.status_code}",
+                (refused.status_code, elsewhere.status_code) == (409, 201),
+            )
+            # the keyed id: what B can compute from the source (the unkeyed site-scoped id)
+            subject = f"S-{uuid.uuid4().hex[:6]}-1"
+            record = stable_id("sdtm", TRIAL, "DM", subject, "enrolled")
+            computable = str(uuid.uuid5(SITE_NAMESPACE, f"A|{record}"))
+            await post(site_b, enrolment(_pid("K"), "B", event_id=computable))
+            dm = (
+                "STUDYID,DOMAIN,USUBJID,SUBJID,SITEID,BRTHDTC,AGE,AGEU,SEX,RFSTDTC,ARMCD\n"
+                f"{TRIAL},DM,{subject},1,A,1960-01-01,64,YEARS,F,2024-01-02,A\n"
+            )
+            r = await http.post("/v1/imports/sdtm", params={"filename": "dm.csv"},
+                                headers={"X-API-Key": site_a}, content=dm.encode())  # fmt: skip
+            got = r.json().get("accepted") if r.status_code == 200 else r.status_code
+            case(
+                "27",
+                "site B takes the site-scoped id of A's SDTM record (computable from the source)",
+                "A's import accepted (1)",
+                f"accepted={got}",
+                got == 1,
+            )
+            cut = await _half_sent_headers(url, 20)
+            case(
+                "27",
+                "20 requests whose headers never end",
+                "each connection closed by the server (10 s)",
+                f"{cut} of 20 closed",
+                cut == 20,
+            )
             metrics = (await http.get("/metrics")).text
             fives = sum(
                 float(line.rsplit(" ", 1)[1])
@@ -410,6 +470,26 @@ async def _count_on_topic(bootstrap: str, event_id: str) -> int:
         json.loads(value).get("event_id") == event_id
         for _, value in await read_topic(bootstrap, TRIAL_EVENTS.name)
     )
+
+
+async def _half_sent_headers(url: str, n: int) -> int:
+    """How many of `n` connections that never finish their headers the server closes."""
+    host, port = url.removeprefix("http://").split(":")
+    conns = [await asyncio.open_connection(host, int(port)) for _ in range(n)]
+    for _, writer in conns:
+        writer.write(f"POST /v1/events HTTP/1.1\r\nHost: {host}\r\nX-API-K".encode())
+        await writer.drain()
+    closed = 0
+    try:
+        async with asyncio.timeout(30):
+            for reader, _ in conns:
+                closed += await reader.read() == b""
+    except TimeoutError:
+        pass
+    finally:
+        for _, writer in conns:
+            writer.close()
+    return closed
 
 
 async def _slow_body(url: str, key: str) -> int:
@@ -584,6 +664,14 @@ async def audit_cases(bootstrap: str, workdir: Path) -> list[Case]:
                 "422 in the project's shape, input not echoed",
                 f"{r.status_code} shape={shape}",
                 r.status_code == 422 and shape,
+            )
+            r = await http.get("/audit/events", params={"since": POISON}, headers=auth)
+            case(
+                "27",
+                f"since = {POISON}",
+                "422 query.since",
+                f"{r.status_code} {_fields(r)}",
+                (r.status_code, _fields(r)) == (422, "query.since"),
             )
             await http.get(f"/participants/{pid}/timeline", headers=auth)
             with sqlite3.connect(db) as conn:

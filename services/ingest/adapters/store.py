@@ -107,6 +107,14 @@ spellings = Table(
     Column("spelling_key", String(64), primary_key=True),
     Column("participant_id", String(64), nullable=False),
 )
+# The service's own secrets, made at its first start: `ids` keys imported records' event ids
+# (policy.scoped_to_site). It never leaves the database.
+secrets_table = Table(
+    "ingest_secrets",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", String(128), nullable=False),
+)
 idempotency = Table(
     "ingest_idempotency",
     metadata,
@@ -243,6 +251,7 @@ class IngestStore:
         # never cached (a guesser cannot fill the memory).
         self.key_cache_s = key_cache_s
         self._keys: dict[str, tuple[Principal, float]] = {}
+        self._id_secret: bytes | None = None
 
     async def create(self) -> None:
         """Creates the tables once, however many processes start together on a new database."""
@@ -250,6 +259,14 @@ class IngestStore:
             await conn.run_sync(metadata.create_all)
             # made by versions before it was dropped (see `accepted`)
             await conn.execute(text(f"DROP INDEX IF EXISTS {_PARTICIPANT_INDEX}"))
+            await conn.execute(
+                insert_for(conn)(secrets_table).on_conflict_do_nothing(),
+                [{"name": "ids", "value": secrets.token_hex(32)}],
+            )
+            found = await conn.execute(
+                select(secrets_table.c.value).where(secrets_table.c.name == "ids")
+            )
+            self._id_secret = bytes.fromhex(found.scalar_one())
             # participants claimed before spellings were kept hold theirs
             claimed = (await conn.execute(select(site_claims.c.participant_id))).scalars()
             keyed = {spelling_key(p): p for p in sorted(claimed, reverse=True)}
@@ -258,6 +275,13 @@ class IngestStore:
                     insert_for(conn)(spellings).on_conflict_do_nothing(),
                     [{"spelling_key": k, "participant_id": p} for k, p in keyed.items()],
                 )
+
+    @property
+    def id_secret(self) -> bytes:
+        """The key of imported records' ids (made, or read, by `create`)."""
+        if self._id_secret is None:
+            raise RuntimeError("IngestStore.create() was not run: the id secret is not read")
+        return self._id_secret
 
     async def close(self) -> None:
         await self.writes.close()

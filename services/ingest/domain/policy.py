@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import unicodedata
@@ -189,9 +190,25 @@ def authorize(
 SITE_NAMESPACE = uuid.UUID("9b2f3c6e-2a41-4d0b-8f57-1c9e4a7d3b20")
 
 
-def scoped_to_site(event: ClinicalEvent, site_id: str) -> ClinicalEvent:
-    scoped = uuid.uuid5(SITE_NAMESPACE, f"{site_id}|{event.event_id}")
+def scoped_to_site(event: ClinicalEvent, site_id: str, secret: bytes | None) -> ClinicalEvent:
+    """An imported record's event under its site's id: an HMAC-SHA256 of the site and the
+    record's id keyed with the service's own secret (`secret`), so that no other site can
+    compute the id and take it first (nor learn from a 409 which records exist). With
+    `secret` None, the id records were given before ids were keyed (a uuid5 anyone could
+    compute): a record imported then keeps it."""
+    name = f"{site_id}|{event.event_id}"
+    if secret is None:
+        scoped = uuid.uuid5(SITE_NAMESPACE, name)
+    else:
+        digest = hmac.new(secret, name.encode(), hashlib.sha256).digest()
+        value = int.from_bytes(digest[:16], "big") & ~_VERSION_VARIANT | _VERSION_8
+        scoped = uuid.UUID(int=value)
     return event.model_copy(update={"event_id": scoped})
+
+
+# RFC 9562's version 8 (custom) and variant bits: an id from a keyed hash, not a uuid5
+_VERSION_VARIANT = (0xF000 << 64) | (0xC000 << 48)
+_VERSION_8 = (8 << 76) | (0x8000 << 48)
 
 
 def dumps(data: Any) -> str:

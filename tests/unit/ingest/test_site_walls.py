@@ -66,8 +66,14 @@ def test_a_correction_reaches_only_its_own_sites_events_of_the_same_participant(
     assert correcting(other_pid).status == 422  # another participant of the same site
 
 
-def test_import_ids_are_scoped_by_site_and_stable() -> None:
-    event = lab("DN-A1")
-    a1, a2, b = scoped_to_site(event, "A"), scoped_to_site(event, "A"), scoped_to_site(event, "B")
+def test_import_ids_are_scoped_by_site_keyed_and_stable() -> None:
+    event, key = lab("DN-A1"), b"k" * 32
+    a1, a2 = scoped_to_site(event, "A", key), scoped_to_site(event, "A", key)
+    b = scoped_to_site(event, "B", key)
     assert a1.event_id == a2.event_id != b.event_id != event.event_id
     assert a1.model_dump(exclude={"event_id"}) == event.model_dump(exclude={"event_id"})
+    # what another site could compute from the source (the unkeyed id) is not the id, and
+    # another service's key gives another
+    assert a1.event_id != scoped_to_site(event, "A", None).event_id
+    assert a1.event_id != scoped_to_site(event, "A", b"x" * 32).event_id
+    assert a1.event_id.version == 8
