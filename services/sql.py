@@ -52,6 +52,9 @@ Many = Callable[[Connection, list[Item]], list[R]]
 POOL_SIZE = 32
 
 
+BUSY_TIMEOUT_S = 60.0
+
+
 def open_engine(url: str, **options: Any) -> AsyncEngine:
     """An engine for `url`. A SQLite file is created readable by its owner only (0600: the
     databases hold birth dates and the trail); statement values never appear in an error's
@@ -60,6 +63,9 @@ def open_engine(url: str, **options: Any) -> AsyncEngine:
         options = {"pool_size": POOL_SIZE, "max_overflow": POOL_SIZE} | options
     path = sqlite_path(url)
     if path is not None:
+        # a writer that finds the file locked waits this long (Python's default is 5 s: a lock
+        # held longer, by a backup or another process, failed every statement)
+        options = {"connect_args": {"timeout": BUSY_TIMEOUT_S}} | options
         path.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):

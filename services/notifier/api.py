@@ -220,8 +220,11 @@ def _health(notifier: Notifier) -> APIRouter:
     router = APIRouter()
 
     @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> JSONResponse:
+        # liveness: a loop that must run has ended (the process is on its way out)
+        if not notifier.alive():
+            return JSONResponse({"status": "a loop has ended"}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:

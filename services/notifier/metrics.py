@@ -46,6 +46,17 @@ class NotifierMetrics:
         self.acknowledged = Counter(
             "safety_monitor_notifier_acknowledged_total", "Alerts acknowledged here", registry=r
         )
+        self.loop_failures = Counter(
+            "safety_monitor_notifier_loop_failures_total",
+            "Failures of a loop, each logged with its cause and retried after a backoff",
+            ["loop"],
+            registry=r,
+        )
+        self.facts_waiting = Gauge(
+            "safety_monitor_notifier_facts_waiting",
+            "Lifecycle facts recorded and not yet produced (the broker not answering)",
+            registry=r,
+        )
         self.open_critical = Gauge(
             "safety_monitor_notifier_open_critical_alerts",
             "Critical alerts not acknowledged, resolved or withdrawn",

@@ -19,6 +19,8 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -43,12 +45,15 @@ from services.notifier.domain.desk import Kind
 from services.notifier.domain.routes import Routes
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.render import Renderer
+from services.supervise import retrying, supervise
 
 log = logging.getLogger("notifier")
 RECORDED_BY = "service:notifier"
 CONSUMED = (SAFETY_ALERTS.name, ALERT_LIFECYCLE.name)
 # one at a time: SQLite takes one writer, and a refused "sent" record would resend a message
 SEND_CONCURRENCY = 1
+PRODUCE_TIMEOUT_S = 15.0  # a produce not acknowledged by then is tried again (by a new producer)
+LAG_TIMEOUT_S = 15.0
 
 
 class Notifier:
@@ -73,6 +78,9 @@ class Notifier:
         self.consuming = False
         self.last_processed = time.monotonic()
         metrics.age.set_function(lambda: round(time.monotonic() - self.last_processed, 1))
+        self.facts_waiting = asyncio.Event()
+        self._stale_producer = False
+        self._dead = False
         self.version = 0  # the board's: rises on every change the live page should show
         self._changed = asyncio.Condition()
 
@@ -109,25 +117,43 @@ class Notifier:
         return out
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Its four loops until `stop`: each retries its own failures (logged with their
+        cause, after a backoff); one that ends anyway ends the process (LoopDied), for its
+        supervisor to restart. Nothing stops in silence."""
         await self.store.migrate()
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
-        )
-        await self.producer.start()
         try:
-            loops = [self._consume(stop), self._desk(stop), self._send(stop)]
-            tasks = [asyncio.create_task(x) for x in loops]
-            await stop.wait()
-            self.wake.set()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await supervise(
+                {
+                    "consume": retrying("consuming alerts", partial(self._consume, stop), stop,
+                                        log, on_failure=self._consume_failed),
+                    "desk": self._desk(stop),
+                    "send": self._send(stop),
+                    "publish": retrying("producing lifecycle facts", partial(self._publish, stop),
+                                        stop, log, on_failure=self._producer_failed),
+                },
+                stop,
+                log,
+            )  # fmt: skip
+        except BaseException:
+            self._dead = True
+            raise
         finally:
-            await self.producer.stop()
+            self.wake.set()
+            await self._drop_producer()
+
+    def alive(self) -> bool:
+        """Liveness: false once a loop that must run has ended (the process is then stopping)."""
+        return not self._dead
 
     # -- in: alerts and lifecycle into the outbox --------------------------------------------
 
+    def _consume_failed(self, error: BaseException) -> None:
+        self.consuming = False
+        self.metrics.loop_failures.labels("consume").inc()
+
     async def _consume(self, stop: asyncio.Event) -> None:
+        """From the stored offsets: after any failure (the broker gone, the database locked),
+        a new consumer starts again from them, so nothing is skipped or applied twice."""
         parts = await partitions(self.bootstrap, CONSUMED)
         consumer = consumer_from_stored(self.bootstrap, isolation_level="read_committed")
         await consumer.start()
@@ -151,10 +177,11 @@ class Notifier:
                     self.last_processed = time.monotonic()
                     self.wake.set()
                     await self.changed()
-                await self._lag(consumer, parts)
+                await asyncio.wait_for(self._lag(consumer, parts), LAG_TIMEOUT_S)
         finally:
             self.consuming = False
-            await consumer.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), LAG_TIMEOUT_S)
 
     async def _lag(self, consumer: AIOKafkaConsumer, parts: list[TopicPartition]) -> None:
         ends = await consumer.end_offsets(parts)
@@ -170,7 +197,8 @@ class Notifier:
                 if await self.store.decide(self.routes, self.clock()):
                     self.wake.set()
             except Exception:
-                log.exception("the desk could not decide")
+                log.exception("the desk could not decide; trying again")
+                self.metrics.loop_failures.labels("desk").inc()
             await asyncio.sleep(self.tick_s)
 
     # -- out: what is owed, sent --------------------------------------------------------------
@@ -190,6 +218,7 @@ class Notifier:
                     gauged = time.monotonic()
             except Exception:
                 log.exception("the sender failed; retrying")
+                self.metrics.loop_failures.labels("send").inc()
                 owed = []
             if not owed:
                 self.wake.clear()
@@ -213,35 +242,39 @@ class Notifier:
             )
             self.metrics.deliveries.labels(m.delivery.channel.value, "failed").inc()
             error = f"{type(e).__name__}: {e}"[:2000]
-            for a in ordered:
-                await self._lifecycle(
+            told = [
+                self._fact(
                     AlertDeliveryFailed, a, f"{m.key}|{attempt}", channel=m.delivery.channel,
                     recipient=m.delivery.recipient, attempt=attempt, error=error,
-                )  # fmt: skip
-            await self.store.retry(m.key, attempt, now + timedelta(seconds=delay), str(e))
-            return
-        for a in ordered:
-            await self._lifecycle(
-                AlertDelivered, a, m.key, channel=m.delivery.channel,
-                recipient=m.delivery.recipient,
-            )  # fmt: skip
-            if m.kind is Kind.ESCALATION:
-                await self._lifecycle(
-                    AlertEscalated, a, m.key, level=m.level, escalated_to=m.delivery.recipient
                 )
+                for a in ordered
+            ]  # fmt: skip
+            await self.store.retry(m.key, attempt, now + timedelta(seconds=delay), str(e), told)
+            self.facts_waiting.set()
+            return
+        # recorded as sent first, with the facts that say so: produced by their own loop, so
+        # a broker that does not answer neither holds this back nor sends it again
+        told = []
+        for a in ordered:
+            told.append(self._fact(AlertDelivered, a, m.key, channel=m.delivery.channel,
+                                   recipient=m.delivery.recipient))  # fmt: skip
+            if m.kind is Kind.ESCALATION:
+                told.append(self._fact(AlertEscalated, a, m.key, level=m.level,
+                                       escalated_to=m.delivery.recipient))  # fmt: skip
             if m.kind is Kind.ALERT:
                 latency = (self.clock() - a.recorded_at).total_seconds()
                 self.metrics.latency.labels(m.delivery.channel.value).observe(max(0.0, latency))
-        await self.store.sent(m.key, m.alert_ids, self.clock())
+        await self.store.sent(m.key, m.alert_ids, self.clock(), told)
+        self.facts_waiting.set()
         self.metrics.deliveries.labels(m.delivery.channel.value, "delivered").inc()
         log.info("delivered", extra={"key": m.key, "channel": m.delivery.channel.value})
 
-    async def _lifecycle(self, kind: type, alert: AlertRaised, key: str, **fields: object) -> None:
-        """A lifecycle event, produced and acknowledged by the broker. Its id covers the moment
-        too: a delivery repeated after a crash is a second fact, never a second version of the
-        first (which the audit would flag as a conflict)."""
+    def _fact(self, kind: type, alert: AlertRaised, key: str, **fields: object) -> Any:
+        """A lifecycle event. Its id covers the moment too: a delivery repeated after a crash
+        is a second fact, never a second version of the first (which the audit would flag as
+        a conflict)."""
         now = self.clock()
-        event = kind(
+        return kind(
             event_id=uuid.uuid5(
                 ALERT_NAMESPACE, f"{kind.__name__}|{key}|{alert.alert_id}|{now.isoformat()}"
             ),
@@ -254,8 +287,56 @@ class Notifier:
             alert_id=alert.alert_id,
             **fields,
         )
-        assert self.producer is not None
-        await self.producer.send_and_wait(ALERT_LIFECYCLE.name, encode(event), key=key_for(event))
+
+    # -- the lifecycle facts, produced ---------------------------------------------------------
+
+    async def _producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                request_timeout_ms=int(PRODUCE_TIMEOUT_S * 1000),
+            )  # fmt: skip
+            try:
+                await asyncio.wait_for(producer.start(), PRODUCE_TIMEOUT_S)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), PRODUCE_TIMEOUT_S)
+                raise
+            self.producer = producer
+        return self.producer
+
+    async def _drop_producer(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), PRODUCE_TIMEOUT_S)
+
+    def _producer_failed(self, error: BaseException) -> None:
+        # a fresh producer after any failure: one left after a long outage answers every send
+        # with OutOfOrderSequenceNumber (or is fenced); ids make a fact sent twice harmless
+        self.metrics.loop_failures.labels("publish").inc()
+        self._stale_producer = True
+
+    async def _publish(self, stop: asyncio.Event) -> None:
+        """Produces the kept lifecycle facts, oldest first, and forgets each once acknowledged."""
+        if self._stale_producer:
+            await self._drop_producer()
+            self._stale_producer = False
+        while not stop.is_set():
+            waiting = await self.store.facts()
+            self.metrics.facts_waiting.set(len(waiting))
+            if waiting:
+                producer = await self._producer()
+                sent = [
+                    await producer.send(ALERT_LIFECYCLE.name, value, key=alert_id.encode())
+                    for _, alert_id, value in waiting
+                ]
+                await asyncio.wait_for(asyncio.gather(*sent), PRODUCE_TIMEOUT_S)
+                await self.store.produced([event_id for event_id, _, _ in waiting])
+                continue
+            self.facts_waiting.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.facts_waiting.wait(), timeout=self.tick_s)
 
     # -- acknowledge ---------------------------------------------------------------------------
 
@@ -280,10 +361,11 @@ class Notifier:
             acknowledged_by=summary(by),
             note=note,
         )
-        assert self.producer is not None
         try:
-            await self.producer.send_and_wait(
-                ALERT_LIFECYCLE.name, encode(event), key=key_for(event)
+            producer = await self._producer()
+            await asyncio.wait_for(
+                producer.send_and_wait(ALERT_LIFECYCLE.name, encode(event), key=key_for(event)),
+                PRODUCE_TIMEOUT_S,
             )
         except BaseException:
             # not recorded on the topic: the alert is open again, for this or another person

@@ -415,7 +415,7 @@ async def ingest_cases(bootstrap: str, workdir: Path) -> list[Case]:
             free_pid = _pid("F")
             used = lab(a_pid)
             assert (await post(site_a, used)).status_code == 201
-            refused = await post(site_a, [enrolment(free_pid, "A"), {**used, "value": 150}])
+            refused = await post(site_a, [enrolment(free_pid, "A"), {**used, "value": 2.0}])
             elsewhere = await post(site_b, enrolment(free_pid, "B"))
             case(
                 "27",

@@ -80,6 +80,17 @@ alerts = Table(
     Column("acknowledged_at", DateTime(timezone=True), nullable=True),
     Column("first_delivered_at", DateTime(timezone=True), nullable=True),
 )
+# Lifecycle facts (delivered, delivery_failed, escalated) recorded with what they record and
+# produced from here by their own loop: a slow or absent broker holds back no message and
+# repeats none (a message is marked sent in the same transaction as its facts are kept).
+facts = Table(
+    "notifier_facts",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("alert_id", String(36), nullable=False),  # the topic's key
+    Column("value", Text, nullable=False),  # the event, canonical JSON
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 outbox = Table(
     "notifier_outbox",
     metadata,
@@ -237,11 +248,15 @@ class NotifierStore:
                 for r in rows
             ]
 
-    async def sent(self, key: str, alert_ids: Iterable[str], now: datetime) -> None:
+    async def sent(
+        self, key: str, alert_ids: Iterable[str], now: datetime, told: Iterable[AnyEvent] = ()
+    ) -> None:
+        """The message `key` sent, with the lifecycle facts that say so (kept to produce)."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(outbox).where(outbox.c.key == key).values(status="sent", sent_at=now)
             )
+            await _keep_facts(conn, told, now)
             await conn.execute(
                 update(alerts)
                 .where(
@@ -250,13 +265,32 @@ class NotifierStore:
                 .values(first_delivered_at=now)
             )
 
-    async def retry(self, key: str, attempts: int, at: datetime, error: str) -> None:
+    async def retry(
+        self, key: str, attempts: int, at: datetime, error: str, told: Iterable[AnyEvent] = ()
+    ) -> None:
+        """The message `key` failed `attempts` times; tried again at `at`."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.key == key)
                 .values(attempts=attempts, next_attempt_at=at, last_error=error[:2000])
             )
+            await _keep_facts(conn, told, at)
+
+    async def facts(self, limit: int = 500) -> list[tuple[str, str, bytes]]:
+        """Lifecycle facts not produced yet, oldest first: (event_id, alert_id, value)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(facts.c.event_id, facts.c.alert_id, facts.c.value)
+                .order_by(facts.c.created_at, facts.c.event_id)
+                .limit(limit)
+            )
+            return [(r.event_id, r.alert_id, r.value.encode()) for r in rows]
+
+    async def produced(self, event_ids: list[str]) -> None:
+        if event_ids:
+            async with self.engine.begin() as conn:
+                await conn.execute(facts.delete().where(facts.c.event_id.in_(event_ids)))
 
     async def alerts(self, ids: Iterable[str]) -> dict[str, AlertRaised]:
         async with self.engine.connect() as conn:
@@ -342,6 +376,16 @@ async def _fold(conn: AsyncConnection, event: AnyEvent, seen_at: datetime) -> No
             .where(where, alerts.c.status != Status.WITHDRAWN.value)
             .values(status=Status.WITHDRAWN.value)
         )
+
+
+async def _keep_facts(conn: AsyncConnection, told: Iterable[AnyEvent], now: datetime) -> None:
+    rows = [
+        {"event_id": str(e.event_id), "alert_id": str(getattr(e, "alert_id", "")),
+         "value": encode(e).decode(), "created_at": now}
+        for e in told
+    ]  # fmt: skip
+    if rows:
+        await conn.execute(insert_for(conn)(facts).on_conflict_do_nothing(), rows)
 
 
 async def _advance(conn: AsyncConnection, batch: list[Incoming]) -> None:
