@@ -277,6 +277,7 @@ def _audit(args: argparse.Namespace) -> int:
         try:
             if args.action == "project":
                 from services.audit import watch
+                from services.audit.adapters.store import ForeignRows
                 from services.logs import configure
 
                 configure("audit")
@@ -297,6 +298,13 @@ def _audit(args: argparse.Namespace) -> int:
                         file=sys.stderr,
                     )
                     return 75
+                except ForeignRows as e:
+                    print(
+                        f"audit project: stopped: the trail holds a row the projection did not "
+                        f"write ({e}); nothing is signed over it. `audit verify` names it.",
+                        file=sys.stderr,
+                    )
+                    return 70
                 return 0
             if args.action == "rebuild":
                 from services.audit.rebuild import rebuild
@@ -305,11 +313,11 @@ def _audit(args: argparse.Namespace) -> int:
                 print(f"read models rebuilt from {n} events")
                 return 0
             if args.action == "verify":
-                from services.audit.verification import against_log, deep
+                from services.audit.verification import against_log, deep, verified
 
                 trusted = trusted_keys(settings)
                 anchors = Anchors(settings.kafka_bootstrap, settings.audit_anchor_file)
-                verdict = await store.verify(trusted, await anchors.read(trusted))
+                verdict = await verified(store, trusted, anchors)
                 out: dict[str, object] = verdict.as_dict()
                 ok = verdict.ok
                 deeper: list[tuple[str, list[str]]] = []

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 
-async def partitions(bootstrap: str, topics: tuple[str, ...]) -> list[TopicPartition]:
+async def partitions(
+    bootstrap: str, topics: tuple[str, ...], timeout_s: float = 30.0
+) -> list[TopicPartition]:
     """Every partition of `topics`, as the broker describes them now."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
     try:
-        described = await admin.describe_topics(list(topics))
+        async with asyncio.timeout(timeout_s):  # a broker that does not answer: TimeoutError
+            await admin.start()
+            described = await admin.describe_topics(list(topics))
     finally:
         await admin.close()
     return [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]

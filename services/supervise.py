@@ -38,21 +38,27 @@ async def retrying(
     *,
     cap_s: float = 30.0,
     on_failure: Callable[[BaseException], None] | None = None,
+    fatal: tuple[type[BaseException], ...] = (),
+    grace_s: float = 3.0,
 ) -> None:
     """`run()` until `stop`: when it raises, the error is logged with its cause, `on_failure`
     is told, and it runs again after a backoff (that grows while it keeps failing; a run that
-    lasted a minute starts the count again). `run` returning before `stop` is a bug: LoopDied."""
+    lasted a minute starts the count again). `fatal` errors are not retried: they propagate.
+    Once `stop` is set, `run` has `grace_s` to return before it is cancelled (a broker that
+    does not answer never holds a SIGTERM). `run` returning before `stop` is a bug: LoopDied."""
     attempt = 0
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         started = loop.time()
         try:
-            await run()
+            await _until_stopped(run(), stop, grace_s)
         except asyncio.CancelledError as e:
             task = asyncio.current_task()
             if task is None or task.cancelling():
                 raise  # this loop is being stopped
             failure: Exception = RuntimeError(f"cancelled from inside: {e!r}")  # (a client's)
+        except fatal:
+            raise
         except Exception as e:
             failure = e
         else:
@@ -68,6 +74,26 @@ async def retrying(
         if on_failure is not None:
             on_failure(failure)
         await pause(stop, wait)
+
+
+async def _until_stopped(work: Awaitable[None], stop: asyncio.Event, grace_s: float) -> None:
+    """`work` to its end, or, once `stop` is set, for `grace_s` more and then cancelled."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            done, _ = await asyncio.wait({task}, timeout=grace_s)
+            if not done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return
+        await task
+    finally:
+        stopped.cancel()
+        if not task.done():  # (we are being cancelled)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def supervise(

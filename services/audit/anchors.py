@@ -11,6 +11,7 @@ anchor is only ever believed when a trusted key's signature on it holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Iterable
@@ -59,7 +60,12 @@ class Anchors:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
             )
-            await producer.start()
+            try:
+                await asyncio.wait_for(producer.start(), self.timeout_s)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), 5)
+                raise
             self._producer = producer
         sent = [
             await self._producer.send(self.topic, encode_anchor(c), key=c.key_id.encode())
@@ -71,8 +77,9 @@ class Anchors:
 
     async def close(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
+        if producer is not None:  # bounded: a broker away never holds a shutdown
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
 
     async def read(self, trusted: dict[str, Ed25519PublicKey]) -> list[Checkpoint]:
         """Every anchored checkpoint a trusted key signed (topic and file), by seq; an anchor
@@ -88,13 +95,17 @@ class Anchors:
         return sorted(good.values(), key=lambda c: c.seq)
 
     async def _from_topic(self) -> list[Checkpoint]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await consumer.start()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )  # fmt: skip
         try:
-            tp = TopicPartition(self.topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
+            async with asyncio.timeout(self.timeout_s):
+                await consumer.start()
+                tp = TopicPartition(self.topic, 0)
+                consumer.assign([tp])
+                consumer.seek(tp, 0)  # (never seek_to_beginning: services.kafka.seek_stored)
+                end = (await consumer.end_offsets([tp]))[tp]
             out: list[Checkpoint] = []
             async with asyncio.timeout(self.timeout_s):
                 while await consumer.position(tp) < end:

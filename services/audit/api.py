@@ -23,6 +23,7 @@ from services.audit.adapters.store import Query as Filter
 from services.audit.anchors import Anchors
 from services.audit.domain.chain import INDEXED
 from services.audit.report import WhichTrial, render_report
+from services.audit.verification import verified
 from services.web import guard, observe_gc_pauses
 
 log = logging.getLogger("audit.api")
@@ -178,8 +179,7 @@ def create_app(
         "checkpoints anchored outside the database",
     )
     async def verify(_: Who) -> JSONResponse:
-        anchored = await anchors.read(trusted) if anchors is not None else None
-        verdict = await store.verify(trusted, anchored)
+        verdict = await verified(store, trusted, anchors)
         return JSONResponse(verdict.as_dict(), status_code=200 if verdict.ok else 409)
 
     @app.get("/audit/export", summary="Export the (filtered) trail as CSV or NDJSON, streamed")

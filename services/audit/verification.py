@@ -10,16 +10,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 
 from contracts import InvalidEvent, decode
 from services.audit.adapters import tables as t
 from services.audit.adapters.store import AuditStore, Incoming, apply_changes, prepare
-from services.audit.domain.chain import normal
+from services.audit.anchors import Anchors
+from services.audit.domain.chain import Verdict, normal
 from services.audit.projection import audited_partitions
 from services.sql import open_engine
 
@@ -91,6 +95,79 @@ def _account(
     if p is not None and first is not None and first.canonical == p.canonical:
         return None  # a duplicate of a row in the log
     return f"the message at {_at(where)} is in no row of the log (deleted?)"
+
+
+async def verified(
+    store: AuditStore,
+    trusted: dict[str, Ed25519PublicKey],
+    anchors: Anchors | None,
+    *,
+    newest_only: bool = False,
+) -> Verdict:
+    """The verdict `audit verify`, `GET /audit/verify` and the projection's scheduled check
+    give: the chain and its signatures, against the anchors when there are some, and the rows
+    nothing has signed yet against the topics (a row inserted at the tail is otherwise a
+    correctly chained row). The tail unread (the broker away) is not a pass."""
+    anchored = await anchors.read(trusted) if anchors is not None else None
+    if newest_only and anchored is not None:
+        verdict = await store.verify_newest(trusted, anchored)
+    else:
+        verdict = await store.verify(trusted, anchored)
+    if not verdict.ok or anchors is None or not verdict.unsigned_tail:
+        return verdict
+    signed = await store.newest_signed(trusted)
+    try:
+        problems = await tail_against_log(anchors.bootstrap, store, signed)
+    except Exception as e:  # the broker away: not verified
+        why = f"the {verdict.unsigned_tail} row(s) after checkpoint {signed} could not be read "
+        return replace(verdict, ok=False, reason=why + f"against the topics ({type(e).__name__})")
+    if problems:
+        return replace(
+            verdict, ok=False, first_broken_seq=signed + 1,
+            reason=f"a row the projection did not write: {problems[0]}",
+        )  # fmt: skip
+    return verdict
+
+
+async def tail_against_log(
+    bootstrap: str, store: AuditStore, after_seq: int, timeout_s: float = 30.0
+) -> list[str]:
+    """The rows after `after_seq` (the newest signed checkpoint: rows nothing signed yet) each
+    compared with the message it names on the topics. A row inserted at the tail by anyone
+    but the projection is correctly chained, and nothing else can tell it apart: the
+    projection checks its tail so before it signs, and `verify` so before it answers."""
+    tail = [r async for r in store.chain(from_seq=after_seq + 1)]
+    if not tail:
+        return []
+    problems: list[str] = []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await asyncio.wait_for(consumer.start(), timeout_s)
+    try:
+        for row in tail:
+            tp = TopicPartition(row.topic, row.partition)
+            consumer.assign([tp])
+            consumer.seek(tp, row.offset)
+            found = None
+            async with asyncio.timeout(timeout_s):
+                while found is None:
+                    records = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
+                    if not records:
+                        ends = await consumer.end_offsets([tp])
+                        if ends[tp] <= row.offset:
+                            break
+                    found = next((r for r in records if r.offset == row.offset), None)
+                    if records and records[-1].offset > row.offset:
+                        break
+            where = (row.topic, row.partition, row.offset)
+            if found is None:
+                problems.append(f"row {row.seq} names {_at(where)}, which is not on the topic")
+                continue
+            _, p, _ = prepare(Incoming(*where, found.value or b""))
+            if p is None or p.event_id != row.event_id or p.canonical != row.canonical:
+                problems.append(f"row {row.seq} differs from the message at {_at(where)}")
+    finally:
+        await consumer.stop()
+    return problems
 
 
 def _at(where: Position) -> str:

@@ -20,6 +20,7 @@ from services.audit.anchors import Anchors
 from services.audit.keys import trusted_keys
 from services.audit.projection import PROJECTION_LOCK, LagProbe, project
 from services.audit.settings import AuditSettings
+from services.audit.verification import verified
 from services.sql import exclusive
 from services.web import guard, observe_gc_pauses, serve_beside
 
@@ -187,12 +188,9 @@ async def _verify(
             started = time.monotonic()
             whole = started - whole_at >= settings.audit_full_verify_every_s
             try:
-                anchored = await anchors.read(trusted)
+                verdict = await verified(store, trusted, anchors, newest_only=not whole)
                 if whole:
-                    verdict = await store.verify(trusted, anchored)
                     whole_at = started
-                else:
-                    verdict = await store.verify_newest(trusted, anchored)
             except Exception:
                 log.exception("the scheduled verification could not run")
                 watch.metrics.verified.set(0)
@@ -243,6 +241,8 @@ async def run(
         finally:
             watch.running = False
             stop.set()
+            for h in helpers:  # read-only: cut, never waited on (a broker away held 40 s)
+                h.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
 
     # the chain's one writer first: a second projection exits (Held) before it binds a port

@@ -615,6 +615,27 @@ async def audit_cases(bootstrap: str, workdir: Path) -> list[Case]:
         v = _verify(tenv, *flags)
         case("2", name, "verify fails", _verdict(v), v.get("ok") is False)
 
+    # 27: the projection never signs over a row it did not write: it stops and says so
+    forged = workdir / "forged.db"
+    forged.write_bytes(db.read_bytes())
+    with sqlite3.connect(forged) as conn:
+        _forge_tail(conn)
+    fenv = {**env, "SAFETY_MONITOR_AUDIT_DATABASE_URL": f"sqlite+aiosqlite:///{forged}",
+            "SAFETY_MONITOR_AUDIT_PROJECTION_PORT": str(free_port())}  # fmt: skip
+    done = cli(fenv, "audit", "project", timeout=120)
+    with sqlite3.connect(forged) as conn:
+        signed = conn.execute(
+            "SELECT count(*) FROM audit_checkpoints WHERE seq = (SELECT max(seq) FROM audit_log)"
+        ).fetchone()[0]
+    said = "did not write" in done.stderr
+    case(
+        "27",
+        "`audit project` started on a trail with a forged row at its tail",
+        "exits non-zero, says so; the row never signed",
+        f"exit {done.returncode}, said={said}, signed={signed}",
+        done.returncode != 0 and said and signed == 0,
+    )
+
     # 5: two projections and the DSMB API started at once on a fresh database
     crashes, refused = 0, 0
     for n in range(4):
@@ -815,7 +836,29 @@ def _edit_offsets(conn: sqlite3.Connection) -> None:
     )
 
 
+def _forge_tail(conn: sqlite3.Connection) -> None:
+    """A fake lab appended at the tail, correctly chained (the triggers refuse UPDATE and
+    DELETE, not INSERT): what someone with the database's password and no key can do."""
+    from services.audit.domain.chain import row_hash
+
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(audit_log)")]
+    last = dict(zip(columns, conn.execute(
+        "SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone(), strict=True))  # fmt: skip
+    event = json.loads(last["canonical"])
+    event.update(event_id=str(uuid.uuid4()), value=0.2, analyte="creatinine", unit="mg/dL",
+                 event_type="lab.resulted")  # fmt: skip
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"))
+    row = {**last, "seq": last["seq"] + 1, "event_id": event["event_id"], "canonical": canonical,
+           "prev_hash": last["hash"]}  # fmt: skip
+    row["hash"] = row_hash(last["hash"], row["seq"], row["topic"], row["partition"],
+                           row["offset"], row["event_id"], canonical)  # fmt: skip
+    names = ", ".join(f'"{c}"' for c in columns)
+    conn.execute(f"INSERT INTO audit_log ({names}) VALUES ({', '.join('?' * len(columns))})",
+                 [row[c] for c in columns])  # fmt: skip
+
+
 TAMPERS: list[tuple[str, Callable[[sqlite3.Connection], None], tuple[str, ...]]] = [
+    ("a correctly chained fake lab inserted at the tail", _forge_tail, ()),
     ("drop triggers, delete checkpoints, edit a lab, rehash", _edit_and_rehash, ()),
     ("delete the last 3 rows (and their checkpoints)", _delete_tail, ()),
     ("empty the log and its checkpoints", _empty, ()),

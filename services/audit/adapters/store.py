@@ -32,6 +32,7 @@ from services.audit.domain.chain import (
     row_hash,
     segment_start,
     sign,
+    signed_by,
     verify,
     verify_segment,
 )
@@ -58,6 +59,12 @@ class Appended:
     head_seq: int
     checkpoints: int
     conflicts: int = 0  # an event_id already in the log, with other content
+    head_hash: str = ""  # the chain's head after this append
+
+
+class ForeignRows(RuntimeError):
+    """The chain's head is not the one its one writer left: a row the projection did not write
+    (inserted at the tail by someone with the database's password). Nothing is signed over it."""
 
 
 def _utc(values: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +139,7 @@ class AuditStore:
         batch: list[Incoming],
         signer: Ed25519PrivateKey | None = None,
         checkpoint_every: int = 100,
+        expect: tuple[int, str] | None = None,
     ) -> Appended:
         """One transaction: new rows chained onto the head, read models, offsets, and a signed
         checkpoint each `checkpoint_every` rows.
@@ -141,19 +149,23 @@ class AuditStore:
         database refuses a batch's values (a constraint, a value it cannot hold) the batch is
         appended message by message, the refused one kept the same way."""
         try:
-            return await self._append(batch, signer, checkpoint_every)
+            return await self._append(batch, signer, checkpoint_every, expect=expect)
         except DBAPIError as e:
             if not refused_values(e):
                 raise  # unreachable or busy: the caller retries the batch, nothing is dropped
         total = Appended(0, 0, 0, 0, 0)
         for msg in batch:
             try:
-                done = await self._append([msg], signer, checkpoint_every)
+                done = await self._append([msg], signer, checkpoint_every, expect=expect)
             except DBAPIError as e:
                 if not refused_values(e):
                     raise
                 why = f"the database refused it: {str(e.orig).splitlines()[0][:300]}"
-                done = await self._append([msg], signer, checkpoint_every, refused=why)
+                done = await self._append(
+                    [msg], signer, checkpoint_every, refused=why, expect=expect
+                )
+            if done.head_hash:
+                expect = (done.head_seq, done.head_hash)
             total = Appended(
                 total.rows + done.rows,
                 total.duplicates + done.duplicates,
@@ -161,6 +173,7 @@ class AuditStore:
                 done.head_seq,
                 total.checkpoints + done.checkpoints,
                 total.conflicts + done.conflicts,
+                done.head_hash,
             )
         return total
 
@@ -170,11 +183,16 @@ class AuditStore:
         signer: Ed25519PrivateKey | None,
         checkpoint_every: int,
         refused: str | None = None,
+        expect: tuple[int, str] | None = None,
     ) -> Appended:
         rows = dups = bad = checkpoints = conflicts = 0
         prepared = [prepare(msg) if refused is None else (msg, None, refused) for msg in batch]
         async with self.engine.begin() as conn:
             seq, prev = await self.head(conn)
+            if expect is not None and (seq, prev) != expect:
+                raise ForeignRows(
+                    f"the chain's head is row {seq}, not the row {expect[0]} its writer left"
+                )
             ids = [p.event_id for _, p, _ in prepared if p is not None]
             known: dict[str, tuple[int, str]] = {}  # event_id -> (seq, canonical) in the log
             if ids:
@@ -218,12 +236,19 @@ class AuditStore:
                 if signer is not None and seq % checkpoint_every == 0:
                     checkpoints += await self._checkpoint(conn, signer, seq, h)
             await self._advance(conn, batch)
-        return Appended(rows, dups, bad, seq, checkpoints, conflicts)
+        return Appended(rows, dups, bad, seq, checkpoints, conflicts, prev)
 
-    async def checkpoint_head(self, signer: Ed25519PrivateKey) -> bool:
-        """Signs the head if it is not signed yet (on shutdown, or when the stream goes idle)."""
+    async def checkpoint_head(
+        self, signer: Ed25519PrivateKey, expect: tuple[int, str] | None = None
+    ) -> bool:
+        """Signs the head if it is not signed yet (on shutdown, or when the stream goes idle);
+        with `expect`, only that head (ForeignRows otherwise)."""
         async with self.engine.begin() as conn:
             seq, head = await self.head(conn)
+            if expect is not None and (seq, head) != expect:
+                raise ForeignRows(
+                    f"the chain's head is row {seq}, not the row {expect[0]} its writer left"
+                )
             return bool(seq) and bool(await self._checkpoint(conn, signer, seq, head))
 
     async def _checkpoint(
@@ -326,6 +351,17 @@ class AuditStore:
                         columns,
                     )
                 after = rows[-1].seq
+
+    async def newest_signed(self, trusted: dict[str, Ed25519PublicKey]) -> int:
+        """The seq of the newest checkpoint a trusted key signed (0: none)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(t.audit_checkpoints).order_by(t.audit_checkpoints.c.seq.desc())
+            )
+            for r in rows:
+                if signed_by(Checkpoint(r.seq, r.head_hash, r.key_id, r.signature), trusted):
+                    return int(r.seq)
+        return 0
 
     async def checkpoints(self, after_seq: int = 0) -> list[Checkpoint]:
         async with self.engine.connect() as conn:
