@@ -22,6 +22,7 @@ from services.audit.adapters.store import AuditReader, AuditStore, TokenStore
 from services.audit.adapters.store import Query as Filter
 from services.audit.anchors import Anchors
 from services.audit.domain.chain import INDEXED
+from services.audit.domain.read_models import failed_channels
 from services.audit.report import WhichTrial, render_report
 from services.audit.verification import verified
 from services.web import guard, observe_gc_pauses
@@ -162,7 +163,15 @@ def create_app(
     ) -> dict[str, Any]:
         rows = await reader.table("rm_alerts", status=status, severity=severity, rule_id=rule_id)
         rows.sort(key=lambda r: (str(r["raised_at"]), r["alert_id"]))
-        return {"items": [_plain(r) for r in rows]}
+        # each channel's latest outcome, and those failing: never only "delivered" while a
+        # channel that was owed failed
+        return {
+            "items": [
+                {**_plain(r), "channels": json.loads(r["channels"] or "{}"),
+                 "failed_channels": failed_channels(r["channels"])}
+                for r in rows
+            ]
+        }  # fmt: skip
 
     @app.get("/aes", summary="The AE register (latest version of each AE)")
     async def aes(_: Who, participant_id: str | None = None) -> dict[str, Any]:

@@ -57,6 +57,7 @@ def build(s: NotifierSettings) -> NotifierParts:
         NotifierMetrics(),
         tick_s=s.notifier_tick_s,
         retry_max_s=s.notifier_retry_max_s,
+        fail_after=s.notifier_channel_fail_after,
     )
     secure = s.notifier_public_url.startswith("https://")
     app = build_api(notifier, link_secret, s.tokens(), secure=secure)

@@ -68,11 +68,13 @@ class Notifier:
         *,
         tick_s: float = 1.0,
         retry_max_s: float = 300,
+        fail_after: int = 3,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.bootstrap, self.routes, self.store, self.renderer = bootstrap, routes, store, renderer
         self.channels, self.metrics, self.tick_s, self.clock = channels, metrics, tick_s, clock
         self.retry_max_s = retry_max_s
+        self.fail_after = fail_after  # failed tries of a channel before the others send it
         self.wake = asyncio.Event()
         self.producer: AIOKafkaProducer | None = None
         self.consuming = False
@@ -99,6 +101,7 @@ class Notifier:
     async def board(self, limit: int = 200) -> list[dict[str, object]]:
         """The live page's rows: open and acknowledged alerts, newest first."""
         rows = [r for r in await self.store.board() if r["status"] in ("open", "acknowledged")]
+        failing = await self.store.failing(self.fail_after)
         out = []
         for r in rows[:limit]:
             raised = json.loads(r["raised"])
@@ -112,6 +115,7 @@ class Notifier:
                     "due_by": raised.get("due_by"),
                     "status": r["status"],
                     "acknowledged_by": r["acknowledged_by"],
+                    "failing": sorted(failing.get(r["alert_id"], [])),
                 }
             )
         return out
@@ -251,6 +255,19 @@ class Notifier:
             ]  # fmt: skip
             await self.store.retry(m.key, attempt, now + timedelta(seconds=delay), str(e), told)
             self.facts_waiting.set()
+            if attempt == self.fail_after:
+                # this channel cannot send it: the others must (it is still tried, too)
+                ways = self.routes.instead(m.delivery)
+                added = await self.store.instead(m, ways, now)
+                log.error(
+                    "a channel failed %d times: sent by %s instead", attempt,
+                    ", ".join(f"{d.recipient} {d.channel.value}" for d in ways) or "nothing else",
+                    extra={"key": m.key, "channel": m.delivery.channel.value},
+                )  # fmt: skip
+                self.metrics.deliveries.labels(m.delivery.channel.value, "gave_way").inc()
+                if added:
+                    self.wake.set()
+                await self.changed()
             return
         # recorded as sent first, with the facts that say so: produced by their own loop, so
         # a broker that does not answer neither holds this back nor sends it again

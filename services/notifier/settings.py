@@ -52,6 +52,9 @@ class NotifierSettings(BaseSettings):
     notifier_api_tokens: SecretStr = SecretStr("")
     notifier_tick_s: float = Field(1.0, gt=0, description="How often the desk is consulted")
     notifier_retry_max_s: float = Field(300, gt=0)
+    # failed tries of one channel after which the recipient's other channels send the alert
+    # (and the live page says which failed); the channel itself is still tried
+    notifier_channel_fail_after: int = Field(3, ge=1)
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Self:

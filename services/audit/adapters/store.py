@@ -36,7 +36,7 @@ from services.audit.domain.chain import (
     verify,
     verify_segment,
 )
-from services.audit.domain.read_models import Change, alert_status, changes
+from services.audit.domain.read_models import Change, alert_status, changes, channel_outcomes
 from services.sql import migrate, open_engine, refused_values
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
@@ -85,7 +85,10 @@ async def _merge(conn: AsyncConnection, c: Change) -> None:
             await conn.execute(update(table).where(where).values(**values))
         return
     if existing is None:
-        await conn.execute(insert(table).values(_utc({**(c.defaults or {}), **c.key, **c.values})))
+        values = {**(c.defaults or {}), **c.key, **c.values}
+        if "channels" in c.values:
+            values["channels"] = channel_outcomes(None, c.values["channels"])
+        await conn.execute(insert(table).values(_utc(values)))
         return
     if c.how == "earliest" and c.earliest and existing[c.earliest] is not None:
         known = existing[c.earliest]
@@ -95,6 +98,8 @@ async def _merge(conn: AsyncConnection, c: Change) -> None:
     values = dict(c.values)
     if "status" in values and existing.get("status"):
         values["status"] = alert_status(existing["status"], values["status"])
+    if "channels" in values:
+        values["channels"] = channel_outcomes(existing.get("channels"), values["channels"])
     await conn.execute(update(table).where(where).values(**_utc(values)))
 
 

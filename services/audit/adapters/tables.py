@@ -184,6 +184,8 @@ rm_alerts = Table(
     Column("acknowledged_by", String(200), nullable=True),
     Column("escalations", Integer, nullable=False),
     Column("resolved_at", DateTime(timezone=True), nullable=True),
+    # JSON {channel: "delivered" | "failed"}: each channel's latest outcome, in log order
+    Column("channels", Text, nullable=True),
 )
 
 READ_MODELS = (rm_participants, rm_labs, rm_visits, rm_aes, rm_alerts)

@@ -210,6 +210,7 @@ _ALERT_DEFAULTS: dict[str, Any] = {
     "acknowledged_by": None,
     "escalations": 0,
     "resolved_at": None,
+    "channels": None,
 }
 _RANK = {
     "raised": 0,
@@ -266,12 +267,26 @@ def _lifecycle(e: Any, status: str, values: dict[str, Any]) -> list[Change]:
 
 @changes.register
 def _(e: AlertDelivered) -> list[Change]:
-    return _lifecycle(e, "delivered", {"delivered_at": e.occurred_at})
+    return _lifecycle(
+        e, "delivered", {"delivered_at": e.occurred_at, "channels": {e.channel.value: "delivered"}}
+    )
 
 
 @changes.register
 def _(e: AlertDeliveryFailed) -> list[Change]:
-    return _lifecycle(e, "delivery_failed", {})
+    return _lifecycle(e, "delivery_failed", {"channels": {e.channel.value: "failed"}})
+
+
+def channel_outcomes(current: str | None, new: dict[str, str]) -> str:
+    """The register's `channels` column after `new` outcomes: each channel's latest."""
+    merged = {**(json.loads(current) if current else {}), **new}
+    return json.dumps(merged, sort_keys=True)
+
+
+def failed_channels(channels: str | None) -> list[str]:
+    """The channels whose latest attempt failed (never 'delivered' while one owed fails)."""
+    return sorted(c for c, outcome in (json.loads(channels) if channels else {}).items()
+                  if outcome == "failed")  # fmt: skip
 
 
 @changes.register

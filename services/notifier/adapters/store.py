@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -276,6 +276,34 @@ class NotifierStore:
                 .values(attempts=attempts, next_attempt_at=at, last_error=error[:2000])
             )
             await _keep_facts(conn, told, at)
+
+    async def instead(self, m: Message, ways: list[Delivery], now: datetime) -> int:
+        """Owes `m`'s alerts on `ways` (its channel failed); each once. Returns how many new."""
+        rows = [
+            _row(replace(m, key=f"{m.key}|instead|{d.recipient}|{d.channel.value}", delivery=d),
+                 now)
+            for d in ways
+        ]  # fmt: skip
+        if not rows:
+            return 0
+        async with self.engine.begin() as conn:
+            done = await conn.execute(insert_for(conn)(outbox).on_conflict_do_nothing(), rows)
+            return int(done.rowcount or 0)
+
+    async def failing(self, attempts: int) -> dict[str, list[str]]:
+        """alert_id -> the "recipient channel" of each message about it still owed after
+        `attempts` failed tries (the live page says so)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(outbox.c.alert_ids, outbox.c.recipient, outbox.c.channel).where(
+                    outbox.c.status == "pending", outbox.c.attempts >= attempts
+                )
+            )
+            out: dict[str, list[str]] = {}
+            for r in rows:
+                for alert_id in json.loads(r.alert_ids):
+                    out.setdefault(alert_id, []).append(f"{r.recipient} {r.channel}")
+            return out
 
     async def facts(self, limit: int = 500) -> list[tuple[str, str, bytes]]:
         """Lifecycle facts not produced yet, oldest first: (event_id, alert_id, value)."""

@@ -115,6 +115,26 @@ class Routes(BaseModel):
                         out.setdefault((name, channel), Delivery(name, channel, address))
         return list(out.values())
 
+    def instead(self, failed: Delivery) -> list[Delivery]:
+        """Where to send what one channel could not: the recipient's other channels; if they
+        have none, the first person of the escalation chain on theirs (a message that cannot
+        go one way must go another)."""
+
+        def on_others(name: str, but: Channel | None) -> list[Delivery]:
+            person = self.recipients.get(name)
+            if person is None:
+                return []
+            return [
+                Delivery(name, ch, address)
+                for ch in (Channel.EMAIL, Channel.WEBHOOK)
+                if ch is not but and (address := person.address(ch)) is not None
+            ]
+
+        found = on_others(failed.recipient, failed.channel)
+        if not found and self.escalation and self.escalation[0].to != failed.recipient:
+            found = on_others(self.escalation[0].to, None)
+        return found
+
     def step(self, level: int) -> Step | None:
         """The escalation step at `level` (1-based), None past the end of the chain."""
         return self.escalation[level - 1] if 0 < level <= len(self.escalation) else None

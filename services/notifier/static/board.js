@@ -36,7 +36,13 @@ function render() {
     cell(row, a.title);
     const due = cell(row, a.due_by ? left(a.due_by) : "");
     if (a.due_by) { due.dataset.due = a.due_by; if (Date.parse(a.due_by) < Date.now()) due.className = "overdue"; }
-    cell(row, a.status + (a.acknowledged_by ? " by " + a.acknowledged_by : ""), "status");
+    const status = cell(row, a.status + (a.acknowledged_by ? " by " + a.acknowledged_by : ""), "status");
+    if (a.failing && a.failing.length) {
+      const warn = document.createElement("div");
+      warn.className = "failing";
+      warn.textContent = "not delivered: " + a.failing.join(", ");
+      status.appendChild(warn);
+    }
     const act = row.insertCell();
     if (a.status === "open") {
       const b = document.createElement("button");
