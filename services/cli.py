@@ -4,6 +4,7 @@ operator reads is ABOUT and JOBS below)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -240,6 +241,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     from services.audit.adapters.store import AuditReader, AuditStore, TokenStore
     from services.audit.anchors import Anchors
+    from services.audit.domain.chain import key_id
     from services.audit.keys import public_hex, signing_key, trusted_keys
     from services.audit.settings import AuditSettings
     from services.sql import Held
@@ -317,7 +319,8 @@ def _audit(args: argparse.Namespace) -> int:
 
                 trusted = trusted_keys(settings)
                 anchors = Anchors(settings.kafka_bootstrap, settings.audit_anchor_file)
-                verdict = await verified(store, trusted, anchors)
+                signer = key_id(signing_key(settings).public_key())
+                verdict = await verified(store, trusted, anchors, signer=signer)
                 out: dict[str, object] = verdict.as_dict()
                 ok = verdict.ok
                 deeper: list[tuple[str, list[str]]] = []
@@ -333,6 +336,8 @@ def _audit(args: argparse.Namespace) -> int:
                 out["ok"] = ok
                 print(json.dumps(out))
                 return 0 if ok else 1
+            if args.action == "rotate-key":
+                return await _rotate_key(settings, args)
             if args.action == "tokens":
                 tokens = TokenStore(store)
                 if args.revoke:
@@ -364,6 +369,38 @@ def _audit(args: argparse.Namespace) -> int:
             await store.close()
 
     return asyncio.run(main())
+
+
+async def _rotate_key(settings: Any, args: argparse.Namespace) -> int:
+    """The signing key handed on: the current key signs the new one's public key on the anchor
+    topic (and file); then point SAFETY_MONITOR_AUDIT_SIGNING_KEY_FILE at the new file. A key
+    swapped without this fails `audit verify`."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    from services.audit.anchors import Anchors
+    from services.audit.domain.chain import rotate
+    from services.audit.keys import signing_key
+
+    if not args.new_key_file:
+        print("audit rotate-key: --new-key-file is required", file=sys.stderr)
+        return 2
+    path = Path(args.new_key_file)
+    new = Ed25519PrivateKey.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never over a key
+    with os.fdopen(fd, "w") as f:
+        f.write(new.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex())
+    rotation = rotate(signing_key(settings), new.public_key())
+    await Anchors(settings.kafka_bootstrap, settings.audit_anchor_file).publish_rotation(rotation)
+    print(
+        f"rotation anchored: key {rotation.key_id} hands the chain to {rotation.to_key_id}; now "
+        f"set SAFETY_MONITOR_AUDIT_SIGNING_KEY_FILE={path} and restart the projection"
+    )
+    return 0
 
 
 def _pdf(page: Path, out: Path) -> int:
@@ -509,7 +546,12 @@ def parser() -> argparse.ArgumentParser:
          "safety-monitor audit serve --port 8004",
          "safety-monitor audit tokens --name 'DSMB chair'", "safety-monitor audit tokens --list"],
     )  # fmt: skip
-    audit.add_argument("action", choices=["project", "rebuild", "verify", "serve", "tokens"])
+    audit.add_argument(
+        "action", choices=["project", "rebuild", "verify", "serve", "tokens", "rotate-key"]
+    )
+    audit.add_argument(
+        "--new-key-file", help="rotate-key: where the new signing key is written (mode 0600)"
+    )
     audit.add_argument("--host")
     audit.add_argument("--port", type=int)
     audit.add_argument("--name", help="with tokens: who the DSMB token is for")

@@ -17,16 +17,27 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from contracts.topics import AUDIT_CHECKPOINTS
-from services.audit.domain.chain import Checkpoint, signed_by
+from services.audit.domain.chain import Checkpoint, Rotation, signed_by, trust_chain
 
 
-def encode_anchor(c: Checkpoint) -> bytes:
-    data = {"seq": c.seq, "head_hash": c.head_hash, "key_id": c.key_id, "signature": c.signature}
+def encode_anchor(c: Checkpoint, public_key: str | None = None) -> bytes:
+    """An anchored checkpoint; with the signing key's public key (hex), so that the first one
+    on the topic pins the chain's key whatever the verifier is configured with."""
+    data: dict[str, object] = {"seq": c.seq, "head_hash": c.head_hash, "key_id": c.key_id,
+                               "signature": c.signature}  # fmt: skip
+    if public_key is not None:
+        data["public_key"] = public_key
+    return json.dumps(data, sort_keys=True).encode()
+
+
+def encode_rotation(r: Rotation) -> bytes:
+    data = {"rotation": r.to_public, "key_id": r.key_id, "signature": r.signature}
     return json.dumps(data, sort_keys=True).encode()
 
 
@@ -38,6 +49,21 @@ def decode_anchor(raw: bytes) -> Checkpoint | None:
         return None
 
 
+def decode_entry(raw: bytes) -> tuple[Checkpoint | Rotation, Ed25519PublicKey | None] | None:
+    """A record of the anchor topic: a checkpoint (with the public key it names, if any) or a
+    rotation; None for anything else (anyone may write to a topic)."""
+    try:
+        d = json.loads(raw)
+        if "rotation" in d:
+            return Rotation(str(d["key_id"]), str(d["rotation"]), str(d["signature"])), None
+        public = d.get("public_key")
+        key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public)) if public else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    c = decode_anchor(raw)
+    return (c, key) if c is not None and (key is None or signed_by(c, {c.key_id: key})) else None
+
+
 @dataclass
 class Anchors:
     """Where checkpoints are anchored: the topic (always) and a file (when configured)."""
@@ -46,6 +72,7 @@ class Anchors:
     file: Path | None = None
     topic: str = AUDIT_CHECKPOINTS.name
     timeout_s: float = 30.0
+    public_key: str | None = None  # the signing key's, hex: written into each anchor
     _producer: AIOKafkaProducer | None = field(default=None, init=False, repr=False)
 
     async def publish(self, checkpoints: Iterable[Checkpoint]) -> int:
@@ -55,7 +82,9 @@ class Anchors:
         if not todo:
             return 0
         if self.file is not None:
-            await asyncio.to_thread(_append_lines, self.file, [encode_anchor(c) for c in todo])
+            await asyncio.to_thread(
+                _append_lines, self.file, [encode_anchor(c, self.public_key) for c in todo]
+            )
         if self._producer is None:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
@@ -68,7 +97,9 @@ class Anchors:
                 raise
             self._producer = producer
         sent = [
-            await self._producer.send(self.topic, encode_anchor(c), key=c.key_id.encode())
+            await self._producer.send(
+                self.topic, encode_anchor(c, self.public_key), key=c.key_id.encode()
+            )
             for c in todo
         ]
         async with asyncio.timeout(self.timeout_s):
@@ -94,7 +125,31 @@ class Anchors:
         good = {(c.seq, c.head_hash): c for c in found if signed_by(c, trusted)}
         return sorted(good.values(), key=lambda c: c.seq)
 
-    async def _from_topic(self) -> list[Checkpoint]:
+    async def publish_rotation(self, r: Rotation) -> None:
+        """Anchors a key rotation (the old key hands the chain to the new one)."""
+        if self.file is not None:
+            await asyncio.to_thread(_append_lines, self.file, [encode_rotation(r)])
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True
+        )
+        await asyncio.wait_for(producer.start(), self.timeout_s)
+        try:
+            await asyncio.wait_for(
+                producer.send_and_wait(self.topic, encode_rotation(r), key=r.key_id.encode()),
+                self.timeout_s,
+            )
+        finally:
+            await producer.stop()
+
+    async def trust(
+        self, known: dict[str, Ed25519PublicKey], signer: str | None = None
+    ) -> tuple[dict[str, Ed25519PublicKey], list[str]]:
+        """The keys the topic vouches for, in its order (`chain.trust_chain`), and problems."""
+        raw = await self._from_topic(raw=True)
+        entries = [e for value in raw if (e := decode_entry(value)) is not None]
+        return trust_chain(entries, known, signer)
+
+    async def _from_topic(self, raw: bool = False) -> Any:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -107,11 +162,15 @@ class Anchors:
                 consumer.seek(tp, 0)  # (never seek_to_beginning: services.kafka.seek_stored)
                 end = (await consumer.end_offsets([tp]))[tp]
             out: list[Checkpoint] = []
+            values: list[bytes] = []
             async with asyncio.timeout(self.timeout_s):
                 while await consumer.position(tp) < end:
                     for records in (await consumer.getmany(tp, timeout_ms=500)).values():
-                        out += [c for r in records if (c := decode_anchor(r.value or b""))]
-            return out
+                        if raw:
+                            values += [r.value or b"" for r in records]
+                        else:
+                            out += [c for r in records if (c := decode_anchor(r.value or b""))]
+            return values if raw else out
         finally:
             await consumer.stop()
 

@@ -103,11 +103,20 @@ async def verified(
     anchors: Anchors | None,
     *,
     newest_only: bool = False,
+    signer: str | None = None,
 ) -> Verdict:
     """The verdict `audit verify`, `GET /audit/verify` and the projection's scheduled check
     give: the chain and its signatures, against the anchors when there are some, and the rows
     nothing has signed yet against the topics (a row inserted at the tail is otherwise a
-    correctly chained row). The tail unread (the broker away) is not a pass."""
+    correctly chained row). The tail unread (the broker away) is not a pass. The keys
+    trusted are those the anchor topic hands the chain to (pinned by the first, then by
+    signed rotations, `chain.trust_chain`): a signing key replaced without a rotation fails,
+    whatever the configuration trusts; `signer`, the key the projection signs with, too."""
+    if anchors is not None:
+        chain_keys, problems = await anchors.trust(trusted, signer)
+        if problems:
+            return Verdict(False, 0, 0, None, problems[0])
+        trusted = chain_keys or trusted  # (nothing anchored yet: the configured keys)
     anchored = await anchors.read(trusted) if anchors is not None else None
     if newest_only and anchored is not None:
         verdict = await store.verify_newest(trusted, anchored)

@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from services.audit.adapters.store import Appended, AuditStore
 from services.audit.anchors import Anchors
-from services.audit.keys import trusted_keys
+from services.audit.domain.chain import key_id
+from services.audit.keys import public_hex, signing_key, trusted_keys
 from services.audit.projection import PROJECTION_LOCK, LagProbe, project
 from services.audit.settings import AuditSettings
 from services.audit.verification import verified
@@ -172,6 +173,7 @@ async def _verify(
     settings: AuditSettings, store: AuditStore, watch: Watch, stop: asyncio.Event
 ) -> None:
     trusted = trusted_keys(settings)
+    signer = key_id(signing_key(settings).public_key())
     anchors = Anchors(settings.kafka_bootstrap, settings.audit_anchor_file)
     try:
         whole_at = -float("inf")  # the whole chain at start and daily; the newest segment
@@ -188,7 +190,9 @@ async def _verify(
             started = time.monotonic()
             whole = started - whole_at >= settings.audit_full_verify_every_s
             try:
-                verdict = await verified(store, trusted, anchors, newest_only=not whole)
+                verdict = await verified(
+                    store, trusted, anchors, newest_only=not whole, signer=signer
+                )
                 if whole:
                     whole_at = started
             except Exception:
@@ -233,7 +237,9 @@ async def run(
                 stop,
                 checkpoint_every=settings.audit_checkpoint_every,
                 batch_max=settings.audit_batch_max,
-                anchors=Anchors(settings.kafka_bootstrap, settings.audit_anchor_file),
+                anchors=Anchors(
+                    settings.kafka_bootstrap, settings.audit_anchor_file, public_key=public_hex(key)
+                ),
                 on_batch=watch.batch,
                 locked=True,
             )

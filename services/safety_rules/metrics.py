@@ -113,6 +113,11 @@ class RulesMetrics:
             "Batches not committed (a produce, the database or the engine failed); retried",
             registry=r,
         )
+        self.producer_restarts = Counter(
+            "safety_monitor_rules_producer_restarts_total",
+            "Producers replaced after OutOfOrderSequenceNumber or a fenced epoch",
+            registry=r,
+        )
         self.fenced = Counter(
             "safety_monitor_rules_fenced_total",
             "Batches refused because another worker had claimed the partition",

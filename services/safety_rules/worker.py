@@ -36,9 +36,9 @@ same lock as batches, with the same commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,7 +48,12 @@ from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+)
 
 from contracts import AlertRaised, AlertWithdrawn, InvalidEvent, encode, key_for
 from contracts.dead_letters import accept, dead_letter
@@ -60,6 +65,7 @@ from services.safety_rules.domain.state import ParticipantState
 from services.safety_rules.domain.trial import TrialSignal, TrialState
 from services.safety_rules.metrics import RulesMetrics
 from services.safety_rules.settings import RulesSettings
+from services.supervise import backoff
 
 log = logging.getLogger("safety_rules.worker")
 CONSUMER = "safety_rules"
@@ -87,6 +93,10 @@ def internal_topics(settings: RulesSettings) -> tuple[Topic, ...]:
             {"retention.ms": "-1", "cleanup.policy": "delete"},
         ),
     )
+
+
+# what an idempotent producer does not recover from by itself: a new producer is made
+PRODUCER_WEDGED = (OutOfOrderSequenceNumber, ProducerFenced, InvalidProducerEpoch)
 
 
 class BatchFailed(Exception):
@@ -262,13 +272,7 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             heartbeat_interval_ms=int(min(3.0, s.rules_session_timeout_s / 3) * 1000),
             max_partition_fetch_bytes=2 * 1024 * 1024,
         )
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            request_timeout_ms=30000,
-        )
+        self.producer = self._make_producer()
         await self.store.migrate()
         await self.producer.start()
         await self.consumer.start()
@@ -320,7 +324,10 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         except Exception as e:
             self.failures += 1
             self.metrics.batch_failures.inc()
-            delay: float = min(30.0, 0.2 * 2 ** min(self.failures, 8)) * random.uniform(0.5, 1.0)
+            delay = backoff(self.failures + 1, 30.0, 0.2)
+            if isinstance(e, PRODUCER_WEDGED) or isinstance(e.__cause__, PRODUCER_WEDGED):
+                with contextlib.suppress(Exception):
+                    await self._new_producer()
             log.error(
                 "batch failed, nothing committed; retrying in %.1fs: %s: %s",
                 delay, type(e).__name__, e,
@@ -576,9 +583,11 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         consumer = self._consumer()
         await self._load(set(failed))
         await self._seek({k: self.owned[k].next_offset for k in failed})
+        if any(isinstance(e, PRODUCER_WEDGED) for e in failed.values()):
+            await self._new_producer()
         for key, error in failed.items():
             n = self.failing[key] = self.failing.get(key, 0) + 1
-            delay = min(30.0, 0.2 * 2 ** min(n, 8)) * random.uniform(0.5, 1.0)
+            delay = backoff(n + 1, 30.0, 0.2)
             self.metrics.batch_failures.inc()
             log.error(
                 "%s[%s]: a produce failed, nothing committed; retrying in %.1fs: %s: %s",
@@ -587,6 +596,29 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             tp = TopicPartition(*key)
             consumer.pause(tp)
             asyncio.get_running_loop().call_later(delay, self._resume, tp)
+
+    async def _new_producer(self) -> None:
+        """A fresh producer (a new producer id) in place of one that answers every send with
+        OutOfOrderSequenceNumber or is fenced (after a long outage, aiokafka's idempotent
+        producer stays so: it wedged the worker until its watchdog exited it). What it had
+        not delivered is produced again from the database's offsets; ids make repeats
+        harmless downstream."""
+        old, self.producer = self.producer, self._make_producer()
+        log.error("the producer is wedged (sequence or epoch); starting a fresh one")
+        self.metrics.producer_restarts.inc()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.stop(), 10)
+        await asyncio.wait_for(self.producer.start(), 30)
+
+    def _make_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            request_timeout_ms=30000,
+        )
 
     def _resume(self, tp: TopicPartition) -> None:
         if tp in self._consumer().assignment() and (tp.topic, tp.partition) in self.owned:

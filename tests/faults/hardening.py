@@ -636,6 +636,26 @@ async def audit_cases(bootstrap: str, workdir: Path) -> list[Case]:
         done.returncode != 0 and said and signed == 0,
     )
 
+    # 27: the signing key is pinned by the anchor topic; a new one only by a signed rotation
+    swapped = _verify({**env, "SAFETY_MONITOR_AUDIT_SIGNING_KEY_FILE": str(workdir / "new.key")})
+    case(
+        "27",
+        "the signing key file replaced (no rotation), then `audit verify`",
+        "verify fails: not the chain's key",
+        _verdict(swapped),
+        swapped.get("ok") is False and "not the chain's key" in str(swapped.get("reason")),
+    )
+    rotated = workdir / "rotated.key"
+    done = cli(env, "audit", "rotate-key", "--new-key-file", str(rotated))
+    after = _verify({**env, "SAFETY_MONITOR_AUDIT_SIGNING_KEY_FILE": str(rotated)})
+    case(
+        "27",
+        "`audit rotate-key`, then `audit verify` with the new key",
+        "exit 0; verify ok",
+        f"exit {done.returncode}; {_verdict(after)}",
+        done.returncode == 0 and after.get("ok") is True,
+    )
+
     # 5: two projections and the DSMB API started at once on a fresh database
     crashes, refused = 0, 0
     for n in range(4):

@@ -126,6 +126,76 @@ class Verdict:
         }
 
 
+@dataclass(frozen=True)
+class Rotation:
+    """A key handing the chain to the next: the old key (`key_id`) signs the new public key.
+    Kept on the anchor topic in order; a key no rotation introduces signs nothing trusted."""
+
+    key_id: str  # the old key's
+    to_public: str  # the new key's raw public key, hex
+    signature: str
+
+    @property
+    def to_key_id(self) -> str:
+        return key_id(Ed25519PublicKey.from_public_bytes(bytes.fromhex(self.to_public)))
+
+
+def _rotation_payload(to_public: str) -> bytes:
+    return f"safety-monitor-audit-rotation|{to_public}".encode()
+
+
+def rotate(old: Ed25519PrivateKey, new: Ed25519PublicKey) -> Rotation:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    to_public = new.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    return Rotation(
+        key_id(old.public_key()), to_public, old.sign(_rotation_payload(to_public)).hex()
+    )
+
+
+def trust_chain(
+    anchored: Iterable[tuple[Checkpoint | Rotation, Ed25519PublicKey | None]],
+    known: dict[str, Ed25519PublicKey],
+    signer: str | None = None,
+) -> tuple[dict[str, Ed25519PublicKey], list[str]]:
+    """The keys the anchor topic vouches for, walked in its order, and what does not hold.
+
+    The first key to anchor a checkpoint is pinned (its public key as the anchor gave it, or
+    from `known` for an anchor made before anchors carried it); a later key is trusted only
+    from a rotation record its predecessor signed. A key that anchors checkpoints without
+    one, or a signing key (`signer`) the chain never handed to, is a problem: whoever
+    replaced the key can re-sign a rewritten trail, but not the topic's past."""
+    trusted: dict[str, Ed25519PublicKey] = {}
+    problems: list[str] = []
+    for entry, public in anchored:
+        if isinstance(entry, Rotation):
+            old = trusted.get(entry.key_id)
+            try:
+                if old is None:
+                    raise InvalidSignature
+                old.verify(bytes.fromhex(entry.signature), _rotation_payload(entry.to_public))
+                new = Ed25519PublicKey.from_public_bytes(bytes.fromhex(entry.to_public))
+            except (InvalidSignature, ValueError):
+                problems.append(f"a rotation to {entry.to_public[:16]}... not signed by a key "
+                                "the chain trusts")  # fmt: skip
+                continue
+            trusted[key_id(new)] = new
+            continue
+        if not trusted:
+            pinned = public or known.get(entry.key_id)
+            if pinned is None or key_id(pinned) != entry.key_id:
+                problems.append(f"the chain's first key {entry.key_id} is not a known key")
+                return trusted, problems
+            trusted[entry.key_id] = pinned
+        elif entry.key_id not in trusted:
+            problems.append(f"key {entry.key_id} signs anchored checkpoints, but no rotation "
+                            "signed by the chain's key introduces it")  # fmt: skip
+    if trusted and signer is not None and signer not in trusted:
+        problems.append(f"the signing key {signer} is not the chain's key: no rotation signed by "
+                        f"the pinned key {next(iter(trusted))} introduces it")  # fmt: skip
+    return trusted, problems
+
+
 def signed_by(c: Checkpoint, trusted: dict[str, Ed25519PublicKey]) -> bool:
     public = trusted.get(c.key_id)
     if public is None:
