@@ -265,6 +265,7 @@ def _audit(args: argparse.Namespace) -> int:
                 store,
                 trusted_keys(settings),
                 Anchors(settings.kafka_bootstrap, settings.audit_anchor_file),
+                signer=key_id(signing_key(settings).public_key()),
             ),
             host=args.host or settings.audit_host,
             port=args.port or settings.audit_port,
@@ -394,7 +395,7 @@ async def _rotate_key(settings: Any, args: argparse.Namespace) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never over a key
     with os.fdopen(fd, "w") as f:
         f.write(new.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex())
-    rotation = rotate(signing_key(settings), new.public_key())
+    rotation = rotate(signing_key(settings), new.public_key(), new_chain=args.new_chain)
     await Anchors(settings.kafka_bootstrap, settings.audit_anchor_file).publish_rotation(rotation)
     print(
         f"rotation anchored: key {rotation.key_id} hands the chain to {rotation.to_key_id}; now "
@@ -551,6 +552,12 @@ def parser() -> argparse.ArgumentParser:
     )
     audit.add_argument(
         "--new-key-file", help="rotate-key: where the new signing key is written (mode 0600)"
+    )
+    audit.add_argument(
+        "--new-chain",
+        action="store_true",
+        help="rotate-key: for a chain projected afresh into a new database (the old key's "
+        "anchors stay with the old one)",
     )
     audit.add_argument("--host")
     audit.add_argument("--port", type=int)

@@ -107,7 +107,8 @@ async def supervise(
     stopped = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
-        dead = [t for t in done if t is not stopped]
+        # (a loop that ends as the stop comes is stopping, not dead)
+        dead = [t for t in done if t is not stopped] if not stop.is_set() else []
         if dead:
             task = dead[0]
             error = task.exception() if not task.cancelled() else None

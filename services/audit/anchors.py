@@ -37,7 +37,8 @@ def encode_anchor(c: Checkpoint, public_key: str | None = None) -> bytes:
 
 
 def encode_rotation(r: Rotation) -> bytes:
-    data = {"rotation": r.to_public, "key_id": r.key_id, "signature": r.signature}
+    data = {"rotation": r.to_public, "key_id": r.key_id, "signature": r.signature,
+            "new_chain": r.new_chain}  # fmt: skip
     return json.dumps(data, sort_keys=True).encode()
 
 
@@ -55,7 +56,13 @@ def decode_entry(raw: bytes) -> tuple[Checkpoint | Rotation, Ed25519PublicKey | 
     try:
         d = json.loads(raw)
         if "rotation" in d:
-            return Rotation(str(d["key_id"]), str(d["rotation"]), str(d["signature"])), None
+            rotation = Rotation(
+                str(d["key_id"]),
+                str(d["rotation"]),
+                str(d["signature"]),
+                d.get("new_chain") is True,
+            )
+            return rotation, None
         public = d.get("public_key")
         key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public)) if public else None
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -63,7 +63,10 @@ def _cell(value: Any) -> Any:
 
 
 def create_app(
-    store: AuditStore, trusted: dict[str, Ed25519PublicKey], anchors: Anchors | None = None
+    store: AuditStore,
+    trusted: dict[str, Ed25519PublicKey],
+    anchors: Anchors | None = None,
+    signer: str | None = None,  # the key the projection signs with: its chain is verified
 ) -> FastAPI:
     reader, tokens = AuditReader(store), TokenStore(store)
     registry = CollectorRegistry()
@@ -188,7 +191,7 @@ def create_app(
         "checkpoints anchored outside the database",
     )
     async def verify(_: Who) -> JSONResponse:
-        verdict = await verified(store, trusted, anchors)
+        verdict = await verified(store, trusted, anchors, signer=signer)
         return JSONResponse(verdict.as_dict(), status_code=200 if verdict.ok else 409)
 
     @app.get("/audit/export", summary="Export the (filtered) trail as CSV or NDJSON, streamed")

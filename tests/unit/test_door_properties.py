@@ -9,12 +9,13 @@ from datetime import timedelta
 from email import message_from_bytes, policy
 
 from hypothesis import HealthCheck, given, settings
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from contracts import AlertRaised, ClinicalEvent, decode, encode
 from contracts.common import NAME_MAX
 from services.notifier.adapters.channels import Email
 from services.notifier.domain.desk import Tracked, due
-from services.notifier.render import SUBJECT_MAX, Renderer
+from services.notifier.render import SUBJECT_MAX, TEMPLATES, Renderer
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.evaluate import run
 from tests.unit.door import NOW, accepted_history
@@ -24,6 +25,28 @@ CFG = RulesConfig()
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 RENDERER = Renderer(ROUTES, "https://monitor.example", b"k" * 32, timedelta(hours=72))
 EMAIL = Email("127.0.0.1", 25, "safety-monitor@monitor.example")
+
+
+PAGES = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
+
+
+def shown(alerts: list[AlertRaised]) -> None:
+    """The live page's board and an acknowledge page, as the notifier renders them."""
+    board = [
+        {"alert_id": str(a.alert_id), "severity": a.severity.value, "rule_id": a.rule_id,
+         "participant": a.participant_id, "title": a.title,
+         "due_by": a.due_by.isoformat() if a.due_by else None, "status": "open",
+         "acknowledged_by": None, "failing": ["safety-officer webhook"]}
+        for a in alerts
+    ]  # fmt: skip
+    html = PAGES.get_template("board.html.j2").render(who="safety-officer", board=board,
+                                                       severities=["critical"])  # fmt: skip
+    assert "</script>" not in html.split('id="board"', 1)[1].split("</script>", 1)[0]
+    for a in alerts[:3]:
+        PAGES.get_template("ack.html.j2").render(
+            heading="Acknowledge this alert", alert=a, recipient="safety-officer",
+            can_ack=True, detail="Status: open",
+        )  # fmt: skip
 
 
 def told(alerts: list[AlertRaised]) -> None:
@@ -50,6 +73,7 @@ def check(events: list[ClinicalEvent]) -> list[AlertRaised]:
         assert not any(c in a.title for c in "\r\n\t\x00\u2028")
         assert decode(encode(a)) == a  # what the worker puts on safety.alerts, read back
     told(alerts)
+    shown(alerts)
     return alerts
 
 

@@ -128,29 +128,32 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Rotation:
-    """A key handing the chain to the next: the old key (`key_id`) signs the new public key.
-    Kept on the anchor topic in order; a key no rotation introduces signs nothing trusted."""
+    """A key handing on: the old key (`key_id`) signs the new public key, for the same chain
+    (a key change) or, `new_chain`, for a chain projected afresh into a new database (the old
+    key's anchors describe the old one). Kept on the anchor topic in order; a key no rotation
+    introduces signs nothing trusted."""
 
     key_id: str  # the old key's
     to_public: str  # the new key's raw public key, hex
     signature: str
+    new_chain: bool = False
 
     @property
     def to_key_id(self) -> str:
         return key_id(Ed25519PublicKey.from_public_bytes(bytes.fromhex(self.to_public)))
 
 
-def _rotation_payload(to_public: str) -> bytes:
-    return f"safety-monitor-audit-rotation|{to_public}".encode()
+def _rotation_payload(to_public: str, new_chain: bool) -> bytes:
+    kind = "new-chain" if new_chain else "same-chain"
+    return f"safety-monitor-audit-rotation|{to_public}|{kind}".encode()
 
 
-def rotate(old: Ed25519PrivateKey, new: Ed25519PublicKey) -> Rotation:
+def rotate(old: Ed25519PrivateKey, new: Ed25519PublicKey, new_chain: bool = False) -> Rotation:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     to_public = new.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
-    return Rotation(
-        key_id(old.public_key()), to_public, old.sign(_rotation_payload(to_public)).hex()
-    )
+    signature = old.sign(_rotation_payload(to_public, new_chain)).hex()
+    return Rotation(key_id(old.public_key()), to_public, signature, new_chain)
 
 
 def trust_chain(
@@ -158,42 +161,60 @@ def trust_chain(
     known: dict[str, Ed25519PublicKey],
     signer: str | None = None,
 ) -> tuple[dict[str, Ed25519PublicKey], list[str]]:
-    """The keys the anchor topic vouches for, walked in its order, and what does not hold.
+    """The keys the anchor topic vouches for the chain `signer` signs, walked in the topic's
+    order, and what does not hold.
 
     The first key to anchor a checkpoint is pinned (its public key as the anchor gave it, or
     from `known` for an anchor made before anchors carried it); a later key is trusted only
-    from a rotation record its predecessor signed. A key that anchors checkpoints without
-    one, or a signing key (`signer`) the chain never handed to, is a problem: whoever
-    replaced the key can re-sign a rewritten trail, but not the topic's past."""
-    trusted: dict[str, Ed25519PublicKey] = {}
+    from a rotation a trusted key signed, for its chain or for a new one. A key that anchors
+    checkpoints without one, or a signing key (`signer`) no chain was handed to, is a problem:
+    whoever replaced the key can re-sign a rewritten trail, but not the topic's past. Returns
+    the keys of `signer`'s chain (all of them, without `signer`)."""
+    chains: list[dict[str, Ed25519PublicKey]] = []
     problems: list[str] = []
+
+    def chain_of(kid: str) -> dict[str, Ed25519PublicKey] | None:
+        return next((c for c in chains if kid in c), None)
+
     for entry, public in anchored:
         if isinstance(entry, Rotation):
-            old = trusted.get(entry.key_id)
+            old_chain = chain_of(entry.key_id)
             try:
-                if old is None:
+                if old_chain is None:
                     raise InvalidSignature
-                old.verify(bytes.fromhex(entry.signature), _rotation_payload(entry.to_public))
+                old_chain[entry.key_id].verify(
+                    bytes.fromhex(entry.signature),
+                    _rotation_payload(entry.to_public, entry.new_chain),
+                )
                 new = Ed25519PublicKey.from_public_bytes(bytes.fromhex(entry.to_public))
             except (InvalidSignature, ValueError):
                 problems.append(f"a rotation to {entry.to_public[:16]}... not signed by a key "
                                 "the chain trusts")  # fmt: skip
                 continue
-            trusted[key_id(new)] = new
+            if entry.new_chain:
+                chains.append({key_id(new): new})
+            else:
+                old_chain[key_id(new)] = new
             continue
-        if not trusted:
+        if not chains:
             pinned = public or known.get(entry.key_id)
             if pinned is None or key_id(pinned) != entry.key_id:
                 problems.append(f"the chain's first key {entry.key_id} is not a known key")
-                return trusted, problems
-            trusted[entry.key_id] = pinned
-        elif entry.key_id not in trusted:
+                return {}, problems
+            chains.append({entry.key_id: pinned})
+        elif chain_of(entry.key_id) is None:
             problems.append(f"key {entry.key_id} signs anchored checkpoints, but no rotation "
                             "signed by the chain's key introduces it")  # fmt: skip
-    if trusted and signer is not None and signer not in trusted:
+    if not chains:
+        return {}, problems
+    if signer is None:
+        return {k: v for c in chains for k, v in c.items()}, problems
+    mine = chain_of(signer)
+    if mine is None:
         problems.append(f"the signing key {signer} is not the chain's key: no rotation signed by "
-                        f"the pinned key {next(iter(trusted))} introduces it")  # fmt: skip
-    return trusted, problems
+                        f"the pinned key {next(iter(chains[0]))} introduces it")  # fmt: skip
+        return {}, problems
+    return dict(mine), problems
 
 
 def signed_by(c: Checkpoint, trusted: dict[str, Ed25519PublicKey]) -> bool:

@@ -45,3 +45,16 @@ def test_an_old_anchor_without_its_public_key_is_pinned_from_the_configured_keys
     )  # fmt: skip
     _, problems = trust_chain(entries, {}, kid(K1))
     assert problems == [f"the chain's first key {kid(K1)} is not a known key"]
+
+
+def test_a_new_chain_is_handed_on_and_the_old_one_still_verifies_with_its_own_key() -> None:
+    entries = [
+        (sign(K1, 100, "a"), K1.public_key()),
+        (rotate(K1, K2.public_key(), new_chain=True), None),
+        (sign(K2, 100, "other"), K2.public_key()),  # the new database's own row 100
+        (sign(K1, 200, "b"), K1.public_key()),  # the old projection goes on
+    ]
+    new, problems = trust_chain(entries, {}, signer=kid(K2))
+    assert problems == [] and set(new) == {kid(K2)}  # K1's anchors are the old database's
+    old, problems = trust_chain(entries, {}, signer=kid(K1))
+    assert problems == [] and set(old) == {kid(K1)}
