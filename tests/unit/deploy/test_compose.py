@@ -129,3 +129,20 @@ def test_the_notifier_reads_its_secrets_from_compose_secrets_and_has_no_default(
         assert f"SAFETY_MONITOR_{name.upper()}" not in env  # never a value in the file
     assert {"SAFETY_MONITOR_KAFKA_BOOTSTRAP"} <= set(env)  # the shared environment kept
     assert len(NotifierSettings(_env_file=None).weak_secrets()) == 2  # type: ignore[call-arg]
+
+
+def test_every_systemd_unit_runs_a_real_command_and_restarts_whenever_it_exits() -> None:
+    import configparser
+
+    units = sorted((ROOT / "deploy" / "systemd").glob("safety-monitor-*.service"))
+    assert len(units) == 5
+    for unit in units:
+        parsed = configparser.ConfigParser(strict=False, interpolation=None)
+        parsed.optionxform = str  # type: ignore[assignment,method-assign]
+        parsed.read_string(unit.read_text())
+        service = parsed["Service"]
+        command = service["ExecStart"].split()
+        assert command[0].endswith("/safety-monitor"), unit.name
+        parser().parse_args(command[1:])  # SystemExit: not a subcommand the CLI accepts
+        assert service["Restart"] == "always", unit
+        assert parsed["Unit"]["StartLimitIntervalSec"] == "0", unit
