@@ -41,3 +41,34 @@ async def test_no_alert_lost_or_altered_and_no_partition_stalled(
         assert not r.stalled, r.note
         assert (r.lost, r.unexpected, r.differing) == (0, 0, 0), r
         assert r.got == r.expected
+
+
+async def test_a_broker_outage_loses_nothing_and_the_worker_carries_on(tmp_path: Path) -> None:
+    """The broker stopped for 20 s mid-stream and started again (issue 28): the same worker
+    finishes, nothing lost or altered. A broker of its own: the session's is never stopped."""
+    import asyncio
+
+    from tests.conftest import launcher_in
+
+    launcher = launcher_in(tmp_path / "kafka")
+    await asyncio.to_thread(launcher.up)
+    try:
+        results = [
+            await run_once(
+                "broker-down",
+                launcher.bootstrap,
+                tmp_path,
+                participants=PARTICIPANTS,
+                seed=seed,
+                launcher=launcher,
+            )
+            for seed in range(RUNS)
+        ]
+    finally:
+        await asyncio.to_thread(launcher.down, purge=True)
+    print("\n" + table(results))
+    for r in results:
+        assert r.expected > 500 and r.mid_stream_kills >= 1, r
+        assert not r.stalled, r.note
+        assert (r.lost, r.unexpected, r.differing) == (0, 0, 0), r
+        assert r.got == r.expected

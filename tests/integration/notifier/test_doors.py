@@ -41,6 +41,7 @@ async def test_eight_people_acknowledging_at_once_give_one_acknowledgement(
 ) -> None:
     rule = unique_rule()
     parts = parts_for(kafka, tmp_path, rule, ",".join(f"{p}:token-{p}" for p in PEOPLE))
+    await parts.notifier.store.migrate()  # (the tracker is polled below before run() would)
     stop = asyncio.Event()
     running = asyncio.create_task(parts.notifier.run(stop))
     try:
