@@ -27,8 +27,11 @@ class RulesSettings(BaseSettings):
     rules_web_enabled: bool = True
     partitions: int = 12
     # How long the group waits for a worker that died before giving its partitions to another:
-    # the bound on how late alerts are after a crash of one of several workers.
-    rules_session_timeout_s: float = Field(10.0, ge=6, le=300)
+    # the bound on how late alerts are after a crash of one of several workers. 6 s, the
+    # broker's least (group.min.session.timeout.ms), with a heartbeat a second: a worker killed
+    # at any moment of a rebalance is taken over in 6-7.5 s (10 s took 12-13 s; measured by
+    # `python -m tests.faults --takeover`, see docs in tests/faults/takeover.py).
+    rules_session_timeout_s: float = Field(6.0, ge=6, le=300)
     # A stable id per worker (static group membership): a worker restarted under the same id
     # takes its partitions back without waiting for the session timeout or a rebalance.
     rules_instance_id: str | None = None

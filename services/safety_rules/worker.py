@@ -269,7 +269,8 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             session_timeout_ms=int(s.rules_session_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, s.rules_session_timeout_s / 3) * 1000),
+            # the survivor learns of a rebalance at its next heartbeat: a second at most
+            heartbeat_interval_ms=int(min(3.0, s.rules_session_timeout_s / 6) * 1000),
             max_partition_fetch_bytes=2 * 1024 * 1024,
         )
         self.producer = self._make_producer()

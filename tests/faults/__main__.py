@@ -2,7 +2,10 @@
 
 Starts its own broker (in a temporary directory), runs each scenario `--runs` times, prints
 runs / lost / stalled / repeated / recovery seconds, and writes every run to a JSON file.
-`python -m tests.faults --hardening` prints the hardening table (tests/faults/hardening.py)."""
+`python -m tests.faults --hardening` prints the hardening table (tests/faults/hardening.py);
+`--stack [--scenario broker-20s ...]` the whole stack's outage table (tests/faults/stack.py,
+a broker per run); `--takeover [--session 6 --session 10]` the takeover at each moment of a
+rebalance (tests/faults/takeover.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import platform
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import launcher_in
 from tests.faults.harness import SCENARIOS, RunResult, run_once, table
@@ -39,15 +43,74 @@ async def main(args: argparse.Namespace, bootstrap: str, workdir: Path) -> list[
     return results
 
 
+async def stack_or_takeover(args: argparse.Namespace) -> int:
+    from tests.faults import stack, takeover
+
+    rows: list[Any] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.stack:
+            for scenario in args.scenario or list(stack.STACK_SCENARIOS)[:-1]:
+                for seed in range(args.runs):
+                    r = await stack.run_stack_once(
+                        scenario, Path(tmp), participants=args.participants, seed=seed
+                    )
+                    print(f"{'ok' if r.passed else 'FAILED'} {r}", flush=True)
+                    rows.append(r)
+            print(stack.stack_table(rows))
+        else:
+            launcher = launcher_in(Path(tmp) / "kafka")
+            launcher.up()
+            try:
+                for session in args.session or [6.0]:
+                    for seed in range(args.runs):
+                        for moment in takeover.MOMENTS:
+                            t = await takeover.takeover_once(
+                                moment, launcher.bootstrap, Path(tmp), static=not args.dynamic,
+                                session_s=session, seed=seed,
+                            )  # fmt: skip
+                            print(t, flush=True)
+                            rows.append(t)
+            finally:
+                launcher.down(purge=True)
+            print(takeover.table(rows))
+    kind = "stack" if args.stack else "takeover"
+    default = "benchmarks/results/faults.json"
+    path = f"benchmarks/results/faults-{kind}.json" if args.json == default else args.json
+    _write(path, args.participants, kind, rows)
+    return 0 if all(getattr(r, "passed", r.seconds is not None) for r in rows) else 1
+
+
+def _write(path: str, participants: int, kind: str, rows: list[Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(
+        json.dumps(
+            {
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+                "kind": kind,
+                "participants": participants,
+                "runs": [r.as_dict() for r in rows],
+            },
+            indent=2,
+        )
+    )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m tests.faults")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--participants", type=int, default=2000)
-    parser.add_argument("--scenario", action="append", choices=SCENARIOS)
+    parser.add_argument("--scenario", action="append")
+    parser.add_argument("--stack", action="store_true", help="the whole stack's outages")
+    parser.add_argument("--takeover", action="store_true", help="takeover at each moment")
+    parser.add_argument("--session", action="append", type=float, help="with --takeover")
+    parser.add_argument("--dynamic", action="store_true", help="with --takeover: no instance ids")
     parser.add_argument("--database-url", help="a PostgreSQL URL; default a SQLite file per run")
     parser.add_argument("--json", default="benchmarks/results/faults.json")
     parser.add_argument("--hardening", action="store_true", help="the hardening table instead")
     args = parser.parse_args()
+    if args.stack or args.takeover:
+        raise SystemExit(asyncio.run(stack_or_takeover(args)))
     if args.hardening:
         from tests.faults.hardening import run_all
         from tests.faults.hardening import table as hardening_table

@@ -7,9 +7,7 @@ Scenarios:
 - `two-workers-one-killed`: two workers in one group, one killed mid-stream; the other finishes;
 - `kill-during-rebalance`: one worker mid-stream, a second joins, and the first is killed while
   the group rebalances (on its "Revoking" log line); the newcomer finishes;
-- `broker-down` (with a broker of the run's own, `launcher`): one worker mid-stream, and the
-  broker stopped for BROKER_DOWN_S (20 s, past the clients' request timeouts) and started
-  again; the same worker, never restarted, finishes.
+(The broker's own outages are the whole stack's: tests/faults/stack.py.)
 
 A run passes when every partition's committed group offset reaches its end, the set of alert
 ids equals the ground truth, and every copy of an alert is byte-identical to the engine's.
@@ -18,7 +16,6 @@ ids equals the ground truth, and every copy of an alert is byte-identical to the
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import time
@@ -32,15 +29,13 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from contracts import AlertRaised, decode, encode, key_for
 from contracts.topics import Topic
-from deploy.kafka.launcher import KafkaLauncher, create_topics
+from deploy.kafka.launcher import create_topics
 from services.bench import Progress, produce_backlog
 from tests.faults.workload import TIME_BASED, truth, workload
 from tests.integration.kafka_io import read_topic
 from tests.integration.safety_rules.worker_process import Worker
 
 SCENARIOS = ("restart", "two-workers-one-killed", "kill-during-rebalance")
-BROKER_SCENARIOS = ("broker-down",)  # need a broker of their own (`launcher`)
-BROKER_DOWN_S = float(os.environ.get("FAULT_BROKER_DOWN_S", "20"))
 PARTITIONS = 12
 
 
@@ -99,7 +94,6 @@ async def run_once(
     seed: int,
     database_url: str | None = None,
     settle_timeout_s: float = 120,
-    launcher: KafkaLauncher | None = None,
 ) -> RunResult:
     started = time.monotonic()
     rnd = random.Random(seed)
@@ -173,17 +167,6 @@ async def run_once(
                 await kill(first)
                 kills[-1] = (*kills[-1][:2], kills[-1][2] + (0 if feeding.done() else 1))
                 await feeding
-            elif scenario == "broker-down":
-                assert launcher is not None, "broker-down needs a broker of its own"
-                workers.append(start("rules-0"))
-                await progress.until(rnd.uniform(0.1, 0.5), 90)
-                committed, ends = await progress.sample()
-                left = sum(ends.values()) - sum(committed.values())
-                await asyncio.to_thread(launcher.down)
-                await asyncio.sleep(BROKER_DOWN_S)
-                await asyncio.to_thread(launcher.up, create_topics=False)
-                kills.append((time.monotonic(), committed, left))  # recovery from the restart
-                assert workers[-1].proc.poll() is None, "the worker exited during the outage"
             else:
                 raise ValueError(scenario)
             finished = await progress.until(1.0, settle_timeout_s)
@@ -248,7 +231,7 @@ def table(results: list[RunResult]) -> str:
         f"{'scenario':<24} {'runs':>4} {'passed':>6} {'lost':>5} {'stalled':>7} "
         f"{'repeated':>8} {'differing':>9} {'mid-kills':>9} {'recovery s (median, max)':>25}"
     ]
-    for scenario in (*SCENARIOS, *BROKER_SCENARIOS):
+    for scenario in SCENARIOS:
         rs = [r for r in results if r.scenario == scenario]
         if not rs:
             continue

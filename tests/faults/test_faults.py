@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import postgres_url
 from tests.faults.harness import SCENARIOS, run_once, table
+from tests.faults.stack import run_stack_once, stack_table
+from tests.faults.takeover import takeover_once
 
 RUNS = int(os.environ.get("FAULT_RUNS", "1"))
 PARTICIPANTS = int(os.environ.get("FAULT_PARTICIPANTS", "1000"))
@@ -43,32 +45,32 @@ async def test_no_alert_lost_or_altered_and_no_partition_stalled(
         assert r.got == r.expected
 
 
-async def test_a_broker_outage_loses_nothing_and_the_worker_carries_on(tmp_path: Path) -> None:
-    """The broker stopped for 20 s mid-stream and started again (issue 28): the same worker
-    finishes, nothing lost or altered. A broker of its own: the session's is never stopped."""
-    import asyncio
+@pytest.mark.parametrize("scenario", ["broker-20s", "lock-each"])
+async def test_the_whole_stack_through_an_outage_loses_nothing_repeats_nothing_stalls_nowhere(
+    scenario: str, tmp_path: Path
+) -> None:
+    """Issue 28, item 5 (short version): ingest, worker, notifier and projection as processes
+    on a broker of their own, sites posting and retrying every non-2xx; the broker stopped
+    20 s, or each SQLite store locked 10 s in turn. Every event on the topic once, the alerts
+    `evaluate` gives byte for byte, each emailed once, the trail verified against the log,
+    and a serious AE posted after the fault emailed. `python -m tests.faults --stack` runs
+    every scenario (70 s, 10 minutes, each store alone) as often as asked."""
+    r = await run_stack_once(scenario, tmp_path, participants=PARTICIPANTS // 10, seed=0)
+    print("\n" + stack_table([r]) + f"\n{r}")
+    assert r.expected > 100 and r.on_topic == r.events, r
+    assert (r.stored_twice, r.lost, r.unexpected, r.differing) == (0, 0, 0, 0), r
+    assert (r.unmailed, r.repeated, r.stalled) == (0, 0, ""), r
+    assert r.verified, r.note
+    assert r.recovery_s is not None, "the serious AE posted after the fault was never emailed"
 
-    from tests.conftest import launcher_in
 
-    launcher = launcher_in(tmp_path / "kafka")
-    await asyncio.to_thread(launcher.up)
-    try:
-        results = [
-            await run_once(
-                "broker-down",
-                launcher.bootstrap,
-                tmp_path,
-                participants=PARTICIPANTS,
-                seed=seed,
-                launcher=launcher,
-            )
-            for seed in range(RUNS)
-        ]
-    finally:
-        await asyncio.to_thread(launcher.down, purge=True)
-    print("\n" + table(results))
-    for r in results:
-        assert r.expected > 500 and r.mid_stream_kills >= 1, r
-        assert not r.stalled, r.note
-        assert (r.lost, r.unexpected, r.differing) == (0, 0, 0), r
-        assert r.got == r.expected
+async def test_a_worker_killed_as_a_rebalance_begins_is_taken_over(
+    kafka: str, tmp_path: Path
+) -> None:
+    """The slow case of issue 28 (a kill meeting a join): worker A killed in its revoke
+    callback while B joins; B claims every partition. The seconds are printed, not asserted
+    (`python -m tests.faults --takeover` measures every moment: 6-8 s at the default 6 s
+    session, 12-13 s at 10 s)."""
+    t = await takeover_once("revoking", kafka, tmp_path, static=True, session_s=6, seed=0)
+    print(f"\ntakeover: {t}")
+    assert t.seconds is not None, "B never claimed every partition after A was killed"

@@ -40,7 +40,6 @@ class Worker:
             "SAFETY_MONITOR_RULES_DATA_DIR": str(data_dir / f"w{self.port}"),
             "SAFETY_MONITOR_RULES_WEB_PORT": str(self.port),
             "SAFETY_MONITOR_RULES_TICK_SECONDS": str(tick_s),
-            "SAFETY_MONITOR_RULES_SESSION_TIMEOUT_S": "6",
         }
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
