@@ -10,4 +10,5 @@ alert and the report can never disagree on an eGFR, an age, a baseline or what "
     baseline  the baseline-visit result, else the last result before the first dose
     kdigo     G and A categories, AKI staging
     terms     related, serious, fatal, unexpected, and what counts until assessed
+    course    when the schedule ends (a disposition, a death), which visits are still owed
 """

@@ -7,7 +7,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from clinical.age import clinical_date, whole_years
 from contracts.common import (
@@ -16,6 +16,7 @@ from contracts.common import (
     Instant,
     NonEmptyStr,
     PartialDate,
+    Text,
     replaying,
 )
 from contracts.units import Analyte, UnitError, canonical_unit, check_range, fold_unit, normalise
@@ -24,6 +25,7 @@ PROTOCOL_CELLS_PER_KG = 1_000_000
 AGE_MIN, AGE_MAX = 18, 120  # at enrolment, in whole years, however the age is given
 _ANALYTES = {a.value: a for a in Analyte}  # (built once: each lab result asks)
 _CANONICAL_UNITS = frozenset(canonical_unit(a) for a in Analyte)
+MeddraCode = Annotated[str, Field(pattern=r"^\d{8}$")]
 
 
 class Sex(StrEnum):
@@ -85,6 +87,95 @@ class AeOutcome(StrEnum):
     NOT_RECOVERED = "not_recovered"
     FATAL = "fatal"
     UNKNOWN = "unknown"
+
+
+class Disposition(StrEnum):
+    """How a participant left the trial's schedule (DESIGN, "Participants' course")."""
+
+    COMPLETED = "completed"
+    WITHDREW_CONSENT = "withdrew_consent"
+    WITHDRAWN_BY_INVESTIGATOR = "withdrawn_by_investigator"
+    LOST_TO_FOLLOW_UP = "lost_to_follow_up"
+    DIED = "died"
+    SCREEN_FAILURE = "screen_failure"
+    # only as a correction (`supersedes`) of a disposition entered by mistake: back on study
+    ON_STUDY = "on_study"
+
+
+class WithdrawalReason(StrEnum):
+    ADVERSE_EVENT = "adverse_event"
+    PROTOCOL_VIOLATION = "protocol_violation"
+    LACK_OF_EFFICACY = "lack_of_efficacy"
+    SPONSOR_TERMINATED = "sponsor_terminated"
+    OTHER = "other"
+
+
+class ParticipantDisposition(ClinicalEnvelope):
+    """The participant left the schedule on `disposition_date`: no visit is due after it. Data
+    arriving later that happened before it, an SAE's follow-up or a death after a withdrawal
+    is still evaluated. A disposition entered by mistake is corrected (`supersedes`): the
+    schedule re-opens."""
+
+    event_type: Literal["participant.disposition"] = "participant.disposition"
+    disposition: Disposition
+    disposition_date: date = Field(description="The day the participant left, at the site")
+    withdrawal_reason: WithdrawalReason | None = Field(
+        default=None, description="Required when withdrawn by the investigator"
+    )
+    source_term: NonEmptyStr | None = Field(
+        default=None, description="The source's own coded term (SDTM DSDECOD), as given"
+    )
+    verbatim: Text | None = Field(default=None, description="The source's verbatim (DSTERM)")
+
+    @property
+    def ends_schedule(self) -> bool:
+        return self.disposition is not Disposition.ON_STUDY
+
+    @model_validator(mode="after")
+    def _reason_when_withdrawn(self) -> Self:
+        if self.disposition is Disposition.ON_STUDY and self.supersedes is None:
+            raise ValueError(
+                "disposition: on_study only corrects a disposition entered by mistake; give "
+                "supersedes (the disposition's event_id) and a reason"
+            )
+        by_investigator = self.disposition is Disposition.WITHDRAWN_BY_INVESTIGATOR
+        if by_investigator and self.withdrawal_reason is None:
+            raise ValueError(
+                "withdrawal_reason: a withdrawal by the investigator must give its reason "
+                f"({', '.join(r.value for r in WithdrawalReason)})"
+            )
+        if not by_investigator and self.withdrawal_reason is not None:
+            raise ValueError(
+                f"withdrawal_reason: only a withdrawal by the investigator has one, not "
+                f"{self.disposition.value}"
+            )
+        return self
+
+
+class MeddraCoding(BaseModel):
+    """MedDRA coding as the source gave it (never invented: the dictionary is licensed and not
+    shipped). Every level optional; a level's code is MedDRA's 8-digit number."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: NonEmptyStr | None = Field(default=None, description="e.g. 26.0")
+    llt: NonEmptyStr | None = None
+    llt_code: MeddraCode | None = None
+    pt: NonEmptyStr | None = None
+    pt_code: MeddraCode | None = None
+    hlt: NonEmptyStr | None = None
+    hlt_code: MeddraCode | None = None
+    hlgt: NonEmptyStr | None = None
+    hlgt_code: MeddraCode | None = None
+    soc: NonEmptyStr | None = None
+    soc_code: MeddraCode | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        levels = ("llt", "pt", "hlt", "hlgt", "soc")
+        if not any(getattr(self, n) or getattr(self, f"{n}_code") for n in levels):
+            raise ValueError("meddra: coding with no level; leave meddra out for an uncoded AE")
+        return self
 
 
 class ParticipantEnrolled(ClinicalEnvelope):
@@ -222,6 +313,9 @@ class _AdverseEventFields(ClinicalEnvelope):
     )
     local_or_systemic: Locality | None = None
     outcome: AeOutcome = AeOutcome.UNKNOWN
+    meddra: MeddraCoding | None = Field(
+        default=None, description="MedDRA coding as the source gave it; None: not coded"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -33,13 +33,20 @@ from contracts.clinical import (
     AeUpdated,
     DoseAdministered,
     LabResulted,
+    ParticipantDisposition,
     ParticipantEnrolled,
     VisitCompleted,
 )
 from contracts.common import REPLAY, WINDOW
 
 ClinicalEvent: TypeAlias = (
-    ParticipantEnrolled | DoseAdministered | VisitCompleted | LabResulted | AeReported | AeUpdated
+    ParticipantEnrolled
+    | DoseAdministered
+    | VisitCompleted
+    | LabResulted
+    | AeReported
+    | AeUpdated
+    | ParticipantDisposition
 )
 LifecycleEvent: TypeAlias = (
     AlertDelivered

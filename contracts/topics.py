@@ -6,15 +6,7 @@ from dataclasses import dataclass, field
 from typing import get_args
 
 from contracts.alerts import AlertRaised
-from contracts.clinical import (
-    AeReported,
-    AeUpdated,
-    DoseAdministered,
-    LabResulted,
-    ParticipantEnrolled,
-    VisitCompleted,
-)
-from contracts.events import AnyEvent, LifecycleEvent
+from contracts.events import AnyEvent, ClinicalEvent, LifecycleEvent
 
 DEFAULT_PARTITIONS = 12
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
@@ -33,19 +25,11 @@ class Topic:
 
 TRIAL_EVENTS = Topic(
     name="trial.events",
-    holds="every participant-level clinical fact: enrolment, dose, visit, lab, AE and corrections",
+    holds="every participant-level clinical fact: enrolment, dose, visit, lab, AE, "
+    "disposition and corrections",
     key="participant_id",
-    event_types=tuple(
-        c.model_fields["event_type"].default
-        for c in (
-            ParticipantEnrolled,
-            DoseAdministered,
-            VisitCompleted,
-            LabResulted,
-            AeReported,
-            AeUpdated,
-        )
-    ),
+    # the contract's one list of clinical events (contracts.events.ClinicalEvent)
+    event_types=tuple(c.model_fields["event_type"].default for c in get_args(ClinicalEvent)),
     # The system of record: kept forever, never compacted.
     config={"retention.ms": "-1", "cleanup.policy": "delete"},
 )

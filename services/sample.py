@@ -25,6 +25,8 @@ from contracts import (
     AnyEvent,
     DoseAdministered,
     LabResulted,
+    MeddraCoding,
+    ParticipantDisposition,
     ParticipantEnrolled,
     VisitCompleted,
     alert_id_for,
@@ -88,6 +90,11 @@ def one_of_each(participant: str = "DN-001") -> list[AnyEvent]:
         expectedness="unexpected",
         local_or_systemic="local",
         outcome="recovering",
+        meddra=MeddraCoding(
+            version="26.0", llt="Flank pain", llt_code="10016750", pt="Flank pain",
+            pt_code="10016750", soc="Musculoskeletal and connective tissue disorders",
+            soc_code="10028395",
+        ),  # fmt: skip
     )
     return [
         ParticipantEnrolled(
@@ -111,6 +118,9 @@ def one_of_each(participant: str = "DN-001") -> list[AnyEvent]:
         AeReported(**env("ae-1", 2), **ae),
         AeUpdated(
             **env("ae-1-update", 9), **{**ae, "outcome": "recovered", "end_date": "2026-01-14"}
+        ),
+        ParticipantDisposition(
+            **env("disposition", 366), disposition="completed", disposition_date=date(2027, 1, 6)
         ),
         AlertRaised(
             **_envelope(

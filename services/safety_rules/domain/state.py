@@ -17,13 +17,16 @@ from datetime import date, datetime, timedelta
 
 from clinical.age import age_on, clinical_date
 from clinical.bounds import Bound
+from clinical.course import death_date, schedule_end
 from clinical.egfr import SAME_SAMPLE, egfr_bound, reported_egfr_stands
+from clinical.terms import is_fatal
 from contracts import (
     AeReported,
     AeUpdated,
     ClinicalEvent,
     DoseAdministered,
     LabResulted,
+    ParticipantDisposition,
     ParticipantEnrolled,
     Sex,
     VisitCompleted,
@@ -84,6 +87,12 @@ class ParticipantState:
         self.sites: dict[str, list[str]] = {}  # alert_id -> [measure, event_id] it judged
         self.withdrawn: set[str] = set()
         self.last_tick: datetime | None = None
+        # what ended the schedule: a disposition's event_id -> the day (ISO); a correction
+        # takes its entry out again
+        self.ends: dict[str, str] = {}
+        # each AE's newest version (occurred_at, recorded_at) -> its day of death or None: the
+        # newest version decides, whatever order the versions arrive in
+        self.deaths: dict[str, tuple[str, str | None]] = {}
 
     # -- derived -------------------------------------------------------------------------------
     @property
@@ -109,6 +118,11 @@ class ParticipantState:
             return None
         bound = egfr_bound(creatinine.bound, age, self.sex)
         return Point(creatinine.event_id, creatinine.at, bound, creatinine.visit, creatinine.bound)
+
+    @property
+    def schedule_end(self) -> date | None:
+        died = (d for _, d in self.deaths.values() if d is not None)
+        return schedule_end(date.fromisoformat(d) for d in (*self.ends.values(), *died))
 
     def visits(self) -> set[str]:
         return set(self.visits_done.values())
@@ -148,6 +162,8 @@ class ParticipantState:
                 "sites": self.sites,
                 "withdrawn": sorted(self.withdrawn),
                 "last_tick": self.last_tick.isoformat() if self.last_tick else None,
+                "ends": self.ends,
+                "deaths": self.deaths,
             },
             separators=(",", ":"),
         ).encode()
@@ -172,6 +188,8 @@ class ParticipantState:
         s.raised, s.cited, s.withdrawn = d["raised"], d["cited"], set(d["withdrawn"])
         s.sites = d["sites"]
         s.last_tick = datetime.fromisoformat(d["last_tick"]) if d["last_tick"] else None
+        s.ends = d.get("ends", {})  # states stored before dispositions had none
+        s.deaths = {k: (v[0], v[1]) for k, v in d.get("deaths", {}).items()}
         return s
 
 
@@ -254,6 +272,7 @@ def _remove_fact(state: ParticipantState, event_id: str, dirty: Dirty) -> None:
         _dose_moved(state, before, dirty)
         return
     state.visits_done.pop(event_id, None)
+    state.ends.pop(event_id, None)  # a disposition entered by mistake: the schedule re-opens
 
 
 def _dose_moved(state: ParticipantState, before: datetime | None, dirty: Dirty) -> None:
@@ -331,10 +350,25 @@ def fold(
         _fold_lab(event, state, dirty, event_id)
     elif isinstance(event, AeReported | AeUpdated):
         dirty.ae = event  # judged on its own report: every version repeats the full AE
+        _fold_death(event, state)
     elif isinstance(event, DoseAdministered):
         _fold_dose(event, state, dirty)
     elif isinstance(event, ParticipantEnrolled):
         _fold_enrolment(event, state, dirty)
     elif isinstance(event, VisitCompleted):
         _fold_visit(event, state, dirty)
+    elif isinstance(event, ParticipantDisposition) and event.ends_schedule:
+        state.ends[event_id] = event.disposition_date.isoformat()
     return dirty
+
+
+def _fold_death(event: AeReported | AeUpdated, state: ParticipantState) -> None:
+    """A fatal AE ends the schedule at the death; a newer version that is not fatal re-opens
+    it. Versions are ordered by (occurred_at, recorded_at), not by arrival."""
+    stamp = f"{event.occurred_at.isoformat()}|{event.recorded_at.isoformat()}"
+    known = state.deaths.get(event.ae_id)
+    if known is not None and known[0] > stamp:
+        return  # an older version, arriving late
+    fatal = is_fatal(event.outcome, event.ctcae_grade, event.seriousness_criteria)
+    died = death_date(event.end_date, event.onset_date).isoformat() if fatal else None
+    state.deaths[event.ae_id] = (stamp, died)

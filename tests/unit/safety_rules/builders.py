@@ -101,6 +101,13 @@ class ParticipantBuilder:
             ae["seriousness_criteria"] = ["hospitalization"]
         return self._add("ae.updated" if updated else "ae.reported", day, **ae)
 
+    def left(self, disposition: str, day: float, **fields: Any) -> Self:
+        """A disposition on study day `day` (withdrawn_by_investigator needs withdrawal_reason)."""
+        on = (DAY0 + timedelta(days=day)).date().isoformat()
+        return self._add(
+            "participant.disposition", day, disposition=disposition, disposition_date=on, **fields
+        )
+
     def corrected(self, index: int, reason: str = "transcription error", **fields: Any) -> Self:
         """A correction of the index-th event with some fields changed."""
         old = self._events[index].model_dump(mode="json")
