@@ -520,7 +520,7 @@ def parser() -> argparse.ArgumentParser:
     ingest = _job(
         sub, "ingest", "the ingest service: JSON, FHIR R4, CDISC SDTM",
         "serve: the HTTP API (OpenAPI at /docs); keys: make or revoke an API key (a site key "
-        "writes for its site only); import: SDTM DM/EX/LB/AE files, row by row, with a report "
+        "writes for its site only); import: SDTM DM/EX/LB/AE/DS files, row by row, with a report "
         "of what was rejected and why.",
         ["safety-monitor ingest serve --port 8001",
          "safety-monitor ingest keys --role site --site sardjito",
@@ -528,7 +528,7 @@ def parser() -> argparse.ArgumentParser:
          "safety-monitor ingest import dm.xpt ex.xpt lb.xpt ae.xpt --report-dir reports/"],
     )  # fmt: skip
     ingest.add_argument("action", choices=["serve", "keys", "import"])
-    ingest.add_argument("files", nargs="*", help="with import: SDTM DM/EX/LB/AE .csv or .xpt")
+    ingest.add_argument("files", nargs="*", help="with import: SDTM DM/EX/LB/AE/DS .csv or .xpt")
     ingest.add_argument("--report-dir", default=".local/imports", help="with import")
     ingest.add_argument("--no-progress", action="store_true", help="with import")
     ingest.add_argument("--host")

@@ -91,10 +91,14 @@ def one_of_each(participant: str = "DN-001") -> list[AnyEvent]:
         local_or_systemic="local",
         outcome="recovering",
         meddra=MeddraCoding(
-            version="26.0", llt="Flank pain", llt_code="10016750", pt="Flank pain",
-            pt_code="10016750", soc="Musculoskeletal and connective tissue disorders",
+            version="26.0",
+            llt="Flank pain",
+            llt_code="10016750",
+            pt="Flank pain",
+            pt_code="10016750",
+            soc="Musculoskeletal and connective tissue disorders",
             soc_code="10028395",
-        ),  # fmt: skip
+        ),
     )
     return [
         ParticipantEnrolled(

@@ -305,7 +305,7 @@ def create_app(
 
     @app.post(
         "/v1/imports/sdtm",
-        summary="Import a CDISC SDTM file (DM, EX, LB or AE; CSV or SAS transport .xpt)",
+        summary="Import a CDISC SDTM file (DM, EX, LB, AE or DS; CSV or SAS transport .xpt)",
         description="Row by row: rows that map are accepted, the rest are listed with the "
         "reason. Import DM before LB/AE/EX: a record needs its participant's enrolment. The "
         "same file imported twice adds nothing.",
@@ -332,7 +332,7 @@ def create_app(
                 description="e.g. lb.csv or ae.xpt",
             ),
         ],
-        domain: Annotated[str | None, Query(pattern="^(DM|EX|LB|AE)$")] = None,
+        domain: Annotated[str | None, Query(pattern="^(DM|EX|LB|AE|DS)$")] = None,
     ) -> JSONResponse:
         try:
             data = await _read(request, settings.ingest_max_import_bytes)

@@ -28,7 +28,7 @@ from services.ingest.service import Ingest, Outcome
 
 CHUNK = 1000
 # The order a trial's files must go in: a lab needs its participant's enrolment.
-DOMAIN_ORDER = {"DM": 0, "EX": 1, "LB": 2, "AE": 3}
+DOMAIN_ORDER = {"DM": 0, "EX": 1, "LB": 2, "AE": 3, "DS": 4}
 
 
 @dataclass

@@ -180,8 +180,10 @@ class Ingest:
                 continue
             if isinstance(event, ParticipantEnrolled):
                 site_of.setdefault(event.participant_id, event.site_id)
-            if source in _IMPORTS and earlier.get(str(event.event_id)) != digest:
-                site = site_of[event.participant_id]
+            site = site_of.get(event.participant_id)
+            if site is None:
+                pass  # a screen failure, never enrolled: no site to scope its record's id by
+            elif source in _IMPORTS and earlier.get(str(event.event_id)) != digest:
                 legacy = scoped_to_site(event, site, None)
                 legacy_wire, legacy_digest = encoded(legacy)
                 if earlier.get(str(legacy.event_id)) == legacy_digest:

@@ -92,6 +92,16 @@ CAUSALITY = {
     "not-related": "not_related",
 }
 REFUSED_STATUS = ("entered-in-error", "cancelled", "registered")
+MEDDRA = "http://terminology.hl7.org/CodeSystem/mdr"
+# ResearchSubject.status (R4) -> a disposition; R4 gives no reason for off-study (R5's
+# `progress` does), so it is read as completed and a Note says so
+SUBJECT_DISPOSITIONS = {
+    "ineligible": "screen_failure",
+    "not-registered": "screen_failure",
+    "withdrawn": "withdrew_consent",
+    "off-study": "completed",
+}
+NOT_YET_ENROLLED = ("candidate", "potential-candidate", "screening", "pending-on-study", "eligible")
 
 
 @dataclass(frozen=True)
@@ -184,9 +194,12 @@ def _subject_patient(b: _Bundle, ref: str) -> dict[str, Any] | None:
 
 def research_subject(b: _Bundle, r: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
     """An enrolment: the ResearchSubject's period.start, with sex and birth date from its Patient
-    (which must be in the same Bundle)."""
-    if r.get("status") in ("candidate", "ineligible", "not-registered", "withdrawn"):
-        raise RowError("status", f"{r['status']}: not an enrolment")
+    (which must be in the same Bundle); with a status that ends the schedule (withdrawn,
+    off-study), a disposition on period.end too; a screen failure (ineligible, not-registered)
+    is a disposition alone: never enrolled."""
+    status = str(r.get("status") or "")
+    if status in NOT_YET_ENROLLED:
+        raise RowError("status", f"{status}: not an enrolment (not yet on study)")
     ref = str((r.get("individual") or {}).get("reference") or "")
     person = _subject_patient(b, ref)
     if person is None:
@@ -194,6 +207,9 @@ def research_subject(b: _Bundle, r: dict[str, Any], notes: list[str]) -> list[di
     pid = person.get("id")
     if not pid:
         raise RowError("individual", "the Patient has no id: it becomes the participant_id")
+    left = _disposition(b, r, str(pid), status, notes)
+    if status in ("ineligible", "not-registered"):
+        return left
     start = (r.get("period") or {}).get("start")
     if not start:
         raise RowError("period.start", "is missing: the enrolment date")
@@ -215,6 +231,32 @@ def research_subject(b: _Bundle, r: dict[str, Any], notes: list[str]) -> list[di
             "birth_date": born,
             "site_id": b.ctx.site_id,
             "enrolled_at": at.isoformat(),
+        },
+        *left,
+    ]
+
+
+def _disposition(
+    b: _Bundle, r: dict[str, Any], pid: str, status: str, notes: list[str]
+) -> list[dict[str, Any]]:
+    disposition = SUBJECT_DISPOSITIONS.get(status)
+    if disposition is None:
+        return []
+    period = r.get("period") or {}
+    end = period.get("end") or (period.get("start") if disposition == "screen_failure" else None)
+    if not end:
+        raise RowError("period.end", f"is missing: the day a subject {status} left the study")
+    at = _instant(str(end), "period.end", b.ctx.zone)
+    if status == "off-study":
+        notes.append("status off-study read as completed: R4 gives no reason for leaving")
+    return [
+        {
+            **b.envelope(r, "ResearchSubject", at, key="disposition"),
+            "event_type": "participant.disposition",
+            "participant_id": pid,
+            "disposition": disposition,
+            "disposition_date": str(end)[:10],
+            "source_term": status,
         }
     ]
 
@@ -408,8 +450,29 @@ def adverse_event(b: _Bundle, r: dict[str, Any], notes: list[str]) -> list[dict[
             "outcome": outcome,
             **({"aware_at": aware_at} if aware_at else {}),
             **({"local_or_systemic": locality} if locality else {}),
+            **({"meddra": meddra} if (meddra := _meddra(r.get("event"), notes)) else {}),
         }
     ]
+
+
+def _meddra(concept: dict[str, Any] | None, notes: list[str]) -> dict[str, str] | None:
+    """The MedDRA coding of `AdverseEvent.event`, as the reporter coded it: at the lowest level
+    (ICH E2B(R3) codes a reaction by its LLT). FHIR names no level, and without the licensed
+    dictionary the PT and SOC above it are not looked up: nothing is invented."""
+    for c in (concept or {}).get("coding", []):
+        if c.get("system") != MEDDRA:
+            continue
+        code, out = str(c.get("code") or ""), {}
+        if c.get("display"):
+            out["llt"] = str(c["display"])
+        if len(code) == 8 and code.isdigit():
+            out["llt_code"] = code
+        elif code:
+            notes.append(f"MedDRA code {code!r} is not 8 digits: left out")
+        if c.get("version") and out:
+            out["version"] = str(c["version"])
+        return out or None
+    return None
 
 
 def _locality(r: dict[str, Any], notes: list[str]) -> str | None:

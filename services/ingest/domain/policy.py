@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 
-from contracts import ClinicalEvent, FieldError
+from contracts import ClinicalEvent, Disposition, FieldError, ParticipantDisposition
 from contracts.events import canonical_json
 
 # Fields the server sets: never taken from the body, and not part of an event's identity.
@@ -137,6 +137,13 @@ def _not_yours(principal: Principal) -> Refusal:
     )
 
 
+def screened_out(event: ClinicalEvent) -> bool:
+    """A screen failure's disposition: the one fact of a participant who was never enrolled."""
+    return isinstance(event, ParticipantDisposition) and (
+        event.disposition is Disposition.SCREEN_FAILURE
+    )
+
+
 def authorize(
     event: ClinicalEvent,
     principal: Principal,
@@ -159,6 +166,8 @@ def authorize(
             )
         if site is not None and site != event.site_id:
             return Refusal(ENROLLED_ELSEWHERE, 409)
+    elif site is None and screened_out(event) and not is_site:
+        pass  # a screen failure was never enrolled: the import records why (DESIGN, disposition)
     elif site is None:
         if is_site:
             return _not_yours(principal)

@@ -1,4 +1,4 @@
-"""CDISC SDTM DM, LB, AE and EX rows to contract events. Pure: rows in, Mapped out.
+"""CDISC SDTM DM, LB, AE, EX and DS rows to contract events. Pure: rows in, Mapped out.
 
 Real exports disagree with themselves, and this says so rather than guessing:
 - AESER=N with a seriousness flag set is serious (a Note records it); AESER=Y with no flag is
@@ -79,7 +79,36 @@ OUTCOMES = {
     "": "unknown",
 }
 SEVERITY_GRADE = {"MILD": 1, "MODERATE": 2, "SEVERE": 3}
-SUPPORTED = ("DM", "LB", "AE", "EX")
+# DS: DSDECOD (CDISC's NCOMPLT codelist and its usual sponsor spellings) -> (disposition,
+# withdrawal reason); the term itself travels as `source_term`, as the file gives it
+DISPOSITIONS: dict[str, tuple[str, str | None]] = {
+    "COMPLETED": ("completed", None),
+    "DEATH": ("died", None),
+    "SCREEN FAILURE": ("screen_failure", None),
+    "LOST TO FOLLOW-UP": ("lost_to_follow_up", None),
+    "WITHDRAWAL BY SUBJECT": ("withdrew_consent", None),
+    "WITHDRAWAL BY PARENT/GUARDIAN": ("withdrew_consent", None),
+    "WITHDREW CONSENT": ("withdrew_consent", None),
+    "ADVERSE EVENT": ("withdrawn_by_investigator", "adverse_event"),
+    "PROTOCOL VIOLATION": ("withdrawn_by_investigator", "protocol_violation"),
+    "PROTOCOL DEVIATION": ("withdrawn_by_investigator", "protocol_violation"),
+    "LACK OF EFFICACY": ("withdrawn_by_investigator", "lack_of_efficacy"),
+    "STUDY TERMINATED BY SPONSOR": ("withdrawn_by_investigator", "sponsor_terminated"),
+    "SITE TERMINATED BY SPONSOR": ("withdrawn_by_investigator", "sponsor_terminated"),
+    "PHYSICIAN DECISION": ("withdrawn_by_investigator", "other"),
+    "NON-COMPLIANCE WITH STUDY DRUG": ("withdrawn_by_investigator", "other"),
+    "PREGNANCY": ("withdrawn_by_investigator", "other"),
+    "OTHER": ("withdrawn_by_investigator", "other"),
+}
+# AE: MedDRA levels (name column, code column); AESOC is the primary SOC, AEBODSYS its stand-in
+MEDDRA_COLUMNS = {
+    "llt": ("AELLT", "AELLTCD"),
+    "pt": ("AEDECOD", "AEPTCD"),
+    "hlt": ("AEHLT", "AEHLTCD"),
+    "hlgt": ("AEHLGT", "AEHLGTCD"),
+    "soc": ("AESOC", "AESOCCD"),
+}
+SUPPORTED = ("DM", "LB", "AE", "EX", "DS")
 
 
 def _get(row: Row, name: str) -> str:
@@ -207,11 +236,57 @@ def ae(row: Row, zone: tzinfo, notes: list[str]) -> dict[str, Any]:
     if grade == 5 and "death" not in criteria:
         criteria = sorted({*criteria, "death"})
     locality = _locality(row, notes)
+    meddra = _meddra(row, notes)
     return {**_base(row, "AE", seq, at), "event_type": "ae.reported", "ae_id": f"AE-{seq}",
             "term": term, "onset_date": onset, "end_date": partial_date(_get(row, "AEENDTC")),
             "ctcae_grade": grade, "serious": bool(criteria), "seriousness_criteria": criteria,
             "relatedness": relatedness, "outcome": outcome,
-            **({"local_or_systemic": locality} if locality else {})}  # fmt: skip
+            **({"local_or_systemic": locality} if locality else {}),
+            **({"meddra": meddra} if meddra else {})}  # fmt: skip
+
+
+def _meddra(row: Row, notes: list[str]) -> dict[str, str] | None:
+    """The MedDRA levels the row codes, as given (never looked up: nothing is invented). A
+    code that is not MedDRA's 8 digits is left out with a Note: the AE is never lost for it."""
+    out: dict[str, str] = {}
+    for level, (name_col, code_col) in MEDDRA_COLUMNS.items():
+        name = _get(row, name_col) or (_get(row, "AEBODSYS") if level == "soc" else "")
+        code = _get(row, code_col) or (_get(row, "AEBDSYCD") if level == "soc" else "")
+        if name:
+            out[level] = name
+        if code:
+            digits = code[:-2] if code.endswith(".0") else code  # a number through SAS/pandas
+            if len(digits) == 8 and digits.isdigit():
+                out[f"{level}_code"] = digits
+            else:
+                notes.append(f"{code_col} {code!r} is not an 8-digit MedDRA code: left out")
+    return out or None
+
+
+def ds(row: Row, zone: tzinfo, notes: list[str]) -> dict[str, Any]:
+    """A DS row of DSCAT DISPOSITION EVENT: how the participant left, and when (DSSTDTC).
+    Other categories (protocol milestones, other events) are not dispositions: refused with
+    that reason, row by row."""
+    category, decod = _get(row, "DSCAT").upper(), _get(row, "DSDECOD")
+    if category != "DISPOSITION EVENT":
+        raise RowError(
+            "DSCAT",
+            f"{category or '(blank)'} ({decod or _get(row, 'DSTERM')}): a milestone, not a "
+            "disposition; only DISPOSITION EVENT rows end a participant's schedule",
+        )
+    if decod.upper() not in DISPOSITIONS:
+        raise RowError("DSDECOD", f"{decod or '(blank)'} is not a known disposition term")
+    disposition, reason = DISPOSITIONS[decod.upper()]
+    on = partial_date(_get(row, "DSSTDTC"))
+    if on is None or len(on) != 10:
+        raise RowError("DSSTDTC", f"{on or '(blank)'}: a disposition needs its complete date")
+    at = complete_datetime(on, "DSSTDTC", zone)
+    verbatim = _get(row, "DSTERM")
+    return {**_base(row, "DS", _get(row, "DSSEQ") or on, at),
+            "event_type": "participant.disposition", "disposition": disposition,
+            "disposition_date": on, "source_term": decod,
+            **({"withdrawal_reason": reason} if reason else {}),
+            **({"verbatim": verbatim} if verbatim and verbatim != decod else {})}  # fmt: skip
 
 
 def _locality(row: Row, notes: list[str]) -> str | None:
@@ -251,7 +326,7 @@ def ex(row: Row, zone: tzinfo, notes: list[str]) -> dict[str, Any]:
             "lot": _get(row, "EXLOT") or "unknown"}  # fmt: skip
 
 
-_MAPPERS = {"DM": dm, "LB": lb, "AE": ae, "EX": ex}
+_MAPPERS = {"DM": dm, "LB": lb, "AE": ae, "EX": ex, "DS": ds}
 
 
 def map_rows(domain: str, rows: Iterable[Row], zone: tzinfo, first_row: int = 1) -> Mapped:
@@ -270,7 +345,7 @@ def map_rows(domain: str, rows: Iterable[Row], zone: tzinfo, first_row: int = 1)
 
 
 def domain_of(name: str, first_row: Row | None) -> str | None:
-    """DM/LB/AE/EX from the DOMAIN column, else from the file name (dm.csv, LB.xpt)."""
+    """DM/LB/AE/EX/DS from the DOMAIN column, else from the file name (dm.csv, LB.xpt)."""
     if first_row is not None and _get(first_row, "DOMAIN").upper() in SUPPORTED:
         return _get(first_row, "DOMAIN").upper()
     stem = name.rsplit("/", 1)[-1].split(".", 1)[0].upper()

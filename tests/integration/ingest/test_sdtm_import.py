@@ -116,7 +116,12 @@ async def test_the_cdisc_pilot_dm_lb_ae_import_with_nothing_lost(
     assert ae.notes["AEREL blank: relatedness not_assessed"] == 4
     assert sum(n for note, n in ae.notes.items() if "taken as serious" in note) == 36
     assert ae.notes["AEOUT=FATAL: CTCAE grade 5"] == 3
-    assert (await api.parts.store.counts())["accepted_events"] == 254 + 1828 + 1191
+    ds = await run(api, sdtm / "ds.csv")
+    # one disposition per subject, the 52 screen failures (never enrolled) among them; the
+    # 290 milestones (FINAL LAB VISIT, ...) refused as not dispositions, each with its reason
+    assert (ds.rows, ds.accepted, ds.rejected_rows) == (596, 306, 290)
+    assert all("a milestone, not a disposition" in r.reason for r in ds.rejections)
+    assert (await api.parts.store.counts())["accepted_events"] == 254 + 1828 + 1191 + 306
 
 
 async def test_a_record_imported_before_ids_were_scoped_by_site_stays_one_event(

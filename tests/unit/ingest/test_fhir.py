@@ -201,3 +201,62 @@ def test_locality_comes_from_a_body_site_extension_or_the_location(
     assert (note in notes) if note else not any("locality" in n for n in notes)
     event = parse_event({**mapped, **SERVER})
     assert (event.local_or_systemic.value if event.local_or_systemic else None) == locality  # type: ignore[union-attr]
+
+
+def _subject(status: str, period: dict[str, str]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle", "type": "collection",
+        "entry": [
+            {"fullUrl": "urn:uuid:p1", "resource": {"resourceType": "Patient", "id": "DN-301",
+                                                     "gender": "male", "birthDate": "1960-01-02"}},
+            {"resource": {"resourceType": "ResearchSubject", "id": "rs1", "status": status,
+                          "individual": {"reference": "urn:uuid:p1"}, "period": period}},
+        ],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "period", "kinds", "disposition"),
+    [
+        ("on-study", {"start": "2026-01-05"}, ["participant.enrolled"], None),
+        ("withdrawn", {"start": "2026-01-05", "end": "2026-04-01"},
+         ["participant.enrolled", "participant.disposition"], "withdrew_consent"),
+        ("off-study", {"start": "2026-01-05", "end": "2027-01-06"},
+         ["participant.enrolled", "participant.disposition"], "completed"),
+        ("ineligible", {"start": "2025-12-20"}, ["participant.disposition"], "screen_failure"),
+    ],
+)  # fmt: skip
+def test_a_research_subjects_status_gives_its_disposition(
+    status: str, period: dict[str, str], kinds: list[str], disposition: str | None
+) -> None:
+    m = map_bundle(_subject(status, period), CTX)
+    got = [e for _, e in m.events]
+    assert [e["event_type"] for e in got] == kinds
+    if disposition is not None:
+        left = got[-1]
+        assert (left["disposition"], left["source_term"]) == (disposition, status)
+        assert left["disposition_date"] == period.get("end", period["start"])
+    for e in got:
+        parse_event({**e, **SERVER})
+
+
+def test_a_research_subject_that_left_without_an_end_date_is_refused_naming_period_end() -> None:
+    m = map_bundle(_subject("withdrawn", {"start": "2026-01-05"}), CTX)
+    assert [(r.field, r.reason) for r in m.rejections] == [
+        ("period.end", "is missing: the day a subject withdrawn left the study")
+    ]
+
+
+def test_an_adverse_events_meddra_coding_is_carried_at_its_lowest_level() -> None:
+    ae = json.loads((DATA / "transaction-dn-201.json").read_text())
+    resource = next(
+        e["resource"] for e in ae["entry"] if e["resource"]["resourceType"] == "AdverseEvent"
+    )
+    resource = {**resource, "subject": {"reference": "Patient/DN-201"}, "event": {"coding": [
+        {"system": "http://snomed.info/sct", "code": "274743003", "display": "Flank pain"},
+        {"system": "http://terminology.hl7.org/CodeSystem/mdr", "code": "10016750",
+         "display": "Flank pain", "version": "26.0"},
+    ]}}  # fmt: skip
+    m = map_resource(resource, CTX)
+    (event,) = [e for _, e in m.events]
+    assert event["meddra"] == {"llt": "Flank pain", "llt_code": "10016750", "version": "26.0"}

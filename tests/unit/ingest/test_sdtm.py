@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -172,4 +173,72 @@ def test_locality_from_the_sponsor_column_aelocsys_else_aeloc(
     assert event.get("local_or_systemic") == locality
     notes = {n.note for n in m.notes}
     assert (note in notes) if note else not any("locality" in n.lower() for n in notes)
+    parse_event({**event, **SERVER})
+
+
+def _pilot(shared_data: Path, name: str) -> list[dict[str, str]]:
+    with (shared_data / "sdtm" / name).open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.external
+def test_the_pilot_ds_gives_one_disposition_per_subject_and_refuses_each_milestone(
+    shared_data: Path,
+) -> None:
+    rows = _pilot(shared_data, "ds.csv")
+    m = map_rows("DS", rows, UTC)
+    assert (len(m.events), len(m.rejections)) == (306, 290)
+    mapped = [e for _, e in m.events]
+    assert len({e["participant_id"] for e in mapped}) == 306
+    # the file's own terms, counted as the file gives them
+    wanted = Counter(r["DSDECOD"] for r in rows if r["DSCAT"] == "DISPOSITION EVENT")
+    assert Counter(e["source_term"] for e in mapped) == wanted
+    kinds = Counter(e["disposition"] for e in mapped)
+    assert kinds == {
+        "completed": 110, "withdrawn_by_investigator": 92 + 7 + 6 + 4 + 3,
+        "screen_failure": 52, "withdrew_consent": 27, "died": 3, "lost_to_follow_up": 2,
+    }  # fmt: skip
+    assert all(
+        "a milestone, not a disposition" in r.reason and r.field == "DSCAT" for r in m.rejections
+    )
+    for e in mapped:
+        parse_event({**e, **SERVER})  # every mapped row is a valid event
+
+
+def test_a_ds_row_with_an_unknown_term_or_a_partial_date_is_refused_naming_the_column() -> None:
+    base = {"STUDYID": "S", "DOMAIN": "DS", "USUBJID": "S-001", "DSSEQ": "1",
+            "DSCAT": "DISPOSITION EVENT", "DSDECOD": "COMPLETED",
+            "DSSTDTC": "2026-05-01"}  # fmt: skip
+    m = map_rows("DS", [{**base, "DSDECOD": "ABDUCTED"}, {**base, "DSSTDTC": "2026-05"}], UTC)
+    assert rejected(m) == {
+        "row 1": "DSDECOD: ABDUCTED is not a known disposition term",
+        "row 2": "DSSTDTC: 2026-05: a disposition needs its complete date",
+    }
+
+
+@pytest.mark.external
+def test_the_pilot_ae_keeps_every_coded_meddra_level_as_the_file_gives_it(
+    shared_data: Path,
+) -> None:
+    rows = _pilot(shared_data, "ae.csv")
+    m = map_rows("AE", rows, UTC)
+    assert (len(m.events), len(m.rejections)) == (1191, 0)
+    for (_, e), row in zip(m.events, rows, strict=True):
+        meddra = e["meddra"]
+        assert (meddra["llt"], meddra["pt"], meddra["hlt"], meddra["hlgt"], meddra["soc"]) == (
+            row["AELLT"], row["AEDECOD"], row["AEHLT"], row["AEHLGT"], row["AESOC"],
+        )  # fmt: skip
+        assert not any(k.endswith("_code") for k in meddra)  # the pilot's code columns are blank
+        parse_event({**e, **SERVER})
+
+
+def test_meddra_codes_are_carried_and_a_malformed_one_is_left_out_with_a_note() -> None:
+    with (DATA / "ae.csv").open() as f:
+        row = next(csv.DictReader(f))
+    coded = {"AEDECOD": "Flank pain", "AEPTCD": "10016750.0", "AESOC": "Musculoskeletal",
+             "AESOCCD": "1002839", "AELLT": "", "AEHLT": "", "AEHLGT": ""}  # fmt: skip
+    m = map_rows("AE", [{**row, **coded}], UTC)
+    (event,) = events(m).values()
+    assert event["meddra"] == {"pt": "Flank pain", "pt_code": "10016750", "soc": "Musculoskeletal"}
+    assert "AESOCCD '1002839' is not an 8-digit MedDRA code: left out" in {n.note for n in m.notes}
     parse_event({**event, **SERVER})

@@ -85,7 +85,7 @@ def test_a_death_after_withdrawal_and_a_lab_from_before_it_still_raise_their_ale
             outcome="fatal",
             seriousness_criteria=["death"],
             relatedness="possible",
-        )  # fmt: skip
+        )
         .lab("creatinine", 2.5, day=140)  # drawn before the withdrawal, arriving after it
     )
     rules = {a.rule_id for a in alerts_of(p.events(), A_YEAR_ON)}
