@@ -23,7 +23,14 @@ from services.audit.adapters.store import Query as Filter
 from services.audit.anchors import Anchors
 from services.audit.domain.chain import INDEXED
 from services.audit.domain.read_models import failed_channels
-from services.audit.report import WhichTrial, render_report
+from services.audit.report import (
+    SOC_COLUMNS,
+    WhichTrial,
+    disposition_rows,
+    render_report,
+    soc_rows,
+    trial_outcomes,
+)
 from services.audit.verification import verified
 from services.web import guard, observe_gc_pauses
 
@@ -221,6 +228,40 @@ def create_app(
                 headers={"Content-Disposition": "attachment; filename=audit-trail.csv"},
             )
         return StreamingResponse(ndjson(), media_type="application/x-ndjson")
+
+    async def table(
+        rows: Any, trial_id: str | None, fmt: str, name: str, columns: tuple[str, ...]
+    ) -> Response:
+        try:
+            o, _ = await trial_outcomes(reader, trial_id=trial_id)
+        except WhichTrial as e:
+            return JSONResponse({"field": "trial_id", "error": str(e), "trials": e.held}, 400)
+        items = rows(o)
+        if fmt == "json":
+            return JSONResponse({"trial_id": o.trial_id, "items": items})
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(columns)
+        writer.writerows([_cell(r[c]) for c in columns] for r in items)
+        return Response(
+            buf.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f"attachment; filename={name}.csv"},
+        )
+
+    @app.get("/tables/disposition", summary="The participant flow (the report's first table)")
+    async def disposition(
+        _: Who, trial_id: str | None = None, format: Literal["json", "csv"] = "json"
+    ) -> Response:
+        return await table(
+            disposition_rows, trial_id, format, "disposition", ("table", "line", "participants")
+        )
+
+    @app.get("/tables/soc-pt", summary="AEs by MedDRA SOC and PT; uncoded by verbatim term")
+    async def soc_pt(
+        _: Who, trial_id: str | None = None, format: Literal["json", "csv"] = "json"
+    ) -> Response:
+        return await table(soc_rows, trial_id, format, "aes-by-soc-pt", SOC_COLUMNS)
 
     @app.get(
         "/report", summary="The DSMB report (self-contained HTML)", response_class=HTMLResponse

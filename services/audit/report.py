@@ -20,12 +20,15 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from clinical.visits import PROTOCOL_WINDOWS
 from services.audit.adapters.store import AuditReader
+from services.audit.domain.course import Term
 from services.audit.domain.outcomes import MEASURES, Outcomes, outcomes, trials, utc
 from services.audit.plots import ALERT_PANEL, Mark, cohort_figure, participant_figure
 
 TEMPLATES = Path(__file__).parent / "templates"
 SECTIONS = (
+    ("disposition", "Participant flow"),
     ("population", "Population"),
+    ("soc", "Adverse events by system organ class and preferred term"),
     ("primary", "Primary outcome: adverse events"),
     ("compliance", "Regulatory compliance"),
     ("secondary", "Secondary outcomes: change from baseline"),
@@ -130,12 +133,11 @@ class WhichTrial(ValueError):
         super().__init__(f"the trail holds trials {', '.join(held)}: name one (trial_id)")
 
 
-async def render_report(
+async def trial_outcomes(
     reader: AuditReader, now: datetime | None = None, trial_id: str | None = None
-) -> str:
-    """One trial's report: `trial_id`, or the trail's only trial (WhichTrial if several)."""
-    cutoff = now or datetime.now(UTC)
-    seq, head = await reader.head()
+) -> tuple[Outcomes, list[dict[str, Any]]]:
+    """One trial's numbers and alerts: `trial_id`, or the trail's only trial (WhichTrial if
+    several). The report, and the API's tables, read them."""
     participants = await reader.table("rm_participants")
     held = trials(participants)
     if trial_id is None and len(held) > 1:
@@ -147,8 +149,56 @@ async def render_report(
         await reader.table("rm_labs"),
         await reader.table("rm_aes"),
         alerts,
-        cutoff,
+        now or datetime.now(UTC),
         trial_id,
+        await reader.table("rm_dispositions"),
     )
+    return o, alerts
+
+
+async def render_report(
+    reader: AuditReader, now: datetime | None = None, trial_id: str | None = None
+) -> str:
+    """One trial's report: `trial_id`, or the trail's only trial (WhichTrial if several)."""
+    seq, head = await reader.head()
+    o, alerts = await trial_outcomes(reader, now, trial_id)
     cohort, trajectories = await asyncio.to_thread(figures, o, alerts)
     return render(o, seq, head, cohort, trajectories)
+
+
+def disposition_rows(o: Outcomes) -> list[dict[str, Any]]:
+    """The participant flow as rows (the API's JSON and CSV): table, line, participants."""
+    f = o.flow
+    rows = [
+        ("flow", "screen failures", f.screen_failures), ("flow", "enrolled", f.enrolled),
+        ("flow", "injected", f.injected), ("flow", "on study", f.on_study),
+        *(("flow", line.lower(), n) for line, n in f.ended), ("flow", "died", f.deaths),
+        *(("on study at visit", v, n) for v, n in f.on_study_at.items()),
+        *(("recorded", f"{d} | {term}", n) for d, term, n in f.recorded),
+    ]  # fmt: skip
+    return [{"table": t, "line": line, "participants": n} for t, line, n in rows]
+
+
+SOC_COLUMNS = ("level", "soc", "term", "participants", "percent", "events", "grade_1",
+               "grade_2", "grade_3", "grade_4", "grade_5", "serious", "related")  # fmt: skip
+
+
+def soc_rows(o: Outcomes) -> list[dict[str, Any]]:
+    """AEs by SOC and PT as rows (the API's JSON and CSV); uncoded ones by verbatim term."""
+    t = o.soc
+
+    def row(level: str, soc: str | None, term: Term) -> dict[str, Any]:
+        pct = t.pct(term)
+        return {
+            "level": level, "soc": soc, "term": term.name,
+            "participants": len(term.participants),
+            "percent": None if pct is None else round(pct, 1), "events": term.events,
+            **{f"grade_{g}": term.by_grade[g] for g in range(1, 6)},
+            "serious": term.serious, "related": term.related,
+        }  # fmt: skip
+
+    out = []
+    for soc, pts in t.socs:
+        out.append(row("soc", soc.name, soc))
+        out += [row("pt", soc.name, pt) for pt in pts]
+    return out + [row("not coded", None, term) for term in t.not_coded]

@@ -163,6 +163,20 @@ rm_aes = Table(
     Column("source", String(20), nullable=True),  # api, fhir, sdtm: what the source could say
     Column("aware_at", DateTime(timezone=True), nullable=True),
     Column("recorded_at", DateTime(timezone=True), nullable=True),
+    Column("meddra", Text, nullable=True),  # JSON: the MedDRA coding as the source gave it
+)
+# each disposition recorded (a correction marks the one it corrects superseded)
+rm_dispositions = Table(
+    "rm_dispositions",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("participant_id", String(64), nullable=False, index=True),
+    Column("trial_id", String(200), nullable=False),
+    Column("disposition", String(40), nullable=False),
+    Column("disposition_date", String(10), nullable=False),
+    Column("withdrawal_reason", String(40), nullable=True),
+    Column("source_term", String(200), nullable=True),
+    Column("superseded_by", String(36), nullable=True),
 )
 rm_alerts = Table(
     "rm_alerts",
@@ -188,5 +202,5 @@ rm_alerts = Table(
     Column("channels", Text, nullable=True),
 )
 
-READ_MODELS = (rm_participants, rm_labs, rm_visits, rm_aes, rm_alerts)
+READ_MODELS = (rm_participants, rm_labs, rm_visits, rm_aes, rm_dispositions, rm_alerts)
 APPEND_ONLY = ("audit_log", "audit_checkpoints")

@@ -29,6 +29,7 @@ from clinical.egfr import egfr_bound, reported_egfr_stands
 from clinical.kdigo import A_CATEGORIES, G_CATEGORIES, a_category, g_category
 from clinical.visits import PROTOCOL_WINDOWS, study_day, visit_for_day
 from contracts import Sex
+from services.audit.domain.course import Flow, SocTable, fatal, flow, soc_pt
 from services.audit.domain.stats import Summary, summarise
 
 Row = Mapping[str, Any]
@@ -330,9 +331,6 @@ def ae_summary(participants: Mapping[str, Row], aes: Sequence[Row]) -> AeSummary
     def who(pred: Callable[[Row], bool]) -> int:
         return len({a["participant_id"] for a in counted if pred(a)})
 
-    def fatal(a: Row) -> bool:
-        return a["outcome"] == "fatal" or a["grade"] == 5 or "death" in json.loads(a["criteria"])
-
     rows = [
         ("Any AE", who(lambda a: True)),
         ("Any SAE", who(lambda a: a["serious"])),
@@ -468,6 +466,8 @@ class Outcomes:
     saes: Sequence[Row]
     clocks: list[Clock]
     response: list[RuleResponse]
+    flow: Flow
+    soc: SocTable
 
 
 def trials(participants: Sequence[Row]) -> list[str]:
@@ -482,6 +482,7 @@ def outcomes(
     alerts: Sequence[Row],
     cutoff: datetime,
     trial_id: str | None = None,
+    dispositions: Sequence[Row] = (),
 ) -> Outcomes:
     """Every number of one trial's report from the read models as of the data cut-off. Rows of
     another trial's participants are left out; an AE or a lab of a participant the trail has no
@@ -496,6 +497,7 @@ def outcomes(
             if a["trial_id"] == trial_id
             or (a["trial_id"] is None and a["participant_id"] not in others)  # before 0005
         ]  # fmt: skip
+        dispositions = [d for d in dispositions if d["trial_id"] == trial_id]
     people = {p["participant_id"]: p for p in participants}
     enrolled = [p for p in participants if p["enrolled_at"] is not None]
     doses = {pid: first_dose(p) for pid, p in people.items()}
@@ -516,4 +518,6 @@ def outcomes(
         ),
         clocks=clocks(alerts, aes, cutoff),
         response=alert_response(alerts),
+        flow=flow(participants, dispositions, aes),
+        soc=soc_pt(participants, aes),
     )

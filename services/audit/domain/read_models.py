@@ -26,6 +26,7 @@ from contracts import (
     AnyEvent,
     DoseAdministered,
     LabResulted,
+    ParticipantDisposition,
     ParticipantEnrolled,
     VisitCompleted,
 )
@@ -182,6 +183,7 @@ def _ae(e: AeReported | AeUpdated) -> list[Change]:
         "source": e.source.value,
         "aware_at": e.aware_at,
         "recorded_at": e.recorded_at,
+        "meddra": e.meddra.model_dump_json(exclude_none=True) if e.meddra else None,
     }
     key = {"participant_id": e.participant_id, "ae_id": e.ae_id}
     return [
@@ -192,6 +194,45 @@ def _ae(e: AeReported | AeUpdated) -> list[Change]:
 
 changes.register(AeReported, _ae)
 changes.register(AeUpdated, _ae)
+
+
+@changes.register
+def _(e: ParticipantDisposition) -> list[Change]:
+    out = [
+        Change(
+            "rm_dispositions",
+            {"event_id": str(e.event_id)},
+            {
+                "participant_id": e.participant_id,
+                "trial_id": e.trial_id,
+                "disposition": e.disposition.value,
+                "disposition_date": e.disposition_date.isoformat(),
+                "withdrawal_reason": e.withdrawal_reason.value if e.withdrawal_reason else None,
+                "source_term": e.source_term,
+            },
+            how="merge",
+            defaults={"superseded_by": None},
+        )
+    ]
+    if e.supersedes is not None:  # the corrected disposition no longer counts
+        out.append(
+            Change(
+                "rm_dispositions",
+                {"event_id": str(e.supersedes)},
+                {"superseded_by": str(e.event_id)},
+                how="merge",
+                defaults={
+                    "participant_id": e.participant_id,
+                    "trial_id": e.trial_id,
+                    "disposition": e.disposition.value,
+                    "disposition_date": e.disposition_date.isoformat(),
+                    "withdrawal_reason": None,
+                    "source_term": None,
+                },
+            )
+        )
+    return out
+
 
 _ALERT_DEFAULTS: dict[str, Any] = {
     "rule_id": None,
