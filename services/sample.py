@@ -283,7 +283,10 @@ def story(participants: int = 10) -> list[Chapter]:
     TNF-alpha rises at M1 (inflammation.rise); DN-007 is over-dosed (dose.deviation); DN-008's
     kidney function declines steadily (egfr.rapid_slope, then egfr.decline); DN-009 has the
     second related severe SAE (trial.stopping_rule); DN-010 is injected twice and reaches kidney
-    failure by M9 (dose.repeat, egfr.kidney_failure). Ids are fixed: a rerun is all duplicates."""
+    failure by M9 (dose.repeat, egfr.kidney_failure). DN-003's M3 UACR comes again from the lab's
+    feed with another value (lab.discrepancy), DN-005's M1 creatinine with the same one (nothing);
+    DN-006 withdraws consent after M6 and DN-007 dies after M9 (sae.reported): neither is owed a
+    visit after. Ids are fixed: a rerun is all duplicates."""
     site = "site:sardjito"
     first = datetime(2025, 9, 1, 8, 0, tzinfo=UTC)
     people = [f"DN-{n:03d}" for n in range(1, participants + 1)]
@@ -389,18 +392,21 @@ def story(participants: int = 10) -> list[Chapter]:
         "M1": "DN-004's creatinine nearly doubles (creatinine.aki, egfr.decline); DN-006's "
         "TNF-alpha rises (inflammation.rise); DN-002 has a severe AE, not serious (ae.severe)",
         "M3": "DN-002's lab reports an eGFR its creatinine does not give (lab.egfr_mismatch); "
-        "DN-008's and DN-010's eGFR fall faster than 5 a year (egfr.rapid_slope)",
+        "DN-008's and DN-010's eGFR fall faster than 5 a year (egfr.rapid_slope); the lab's "
+        "feed sends DN-003's UACR sample again with another value (lab.discrepancy)",
         "M6": "DN-003's UACR doubles (uacr.rise); DN-009 is admitted with a related severe SAE, "
         "the second participant (sae.reported, trial.stopping_rule); DN-010's creatinine "
-        "climbs (creatinine.aki, egfr.decline)",
+        "climbs (creatinine.aki, egfr.decline); DN-006 withdraws consent (no visit owed after)",
         "M9": "DN-001 does not come (visit.overdue: the worker's clock raises it once the story is "
-        "told); DN-010 reaches the kidney failure range (egfr.kidney_failure)",
+        "told); DN-010 reaches the kidney failure range (egfr.kidney_failure); DN-007 dies of a "
+        "myocardial infarction, not related (sae.reported; no M12 owed)",
         "M12": "DN-008 ends a third below baseline (egfr.decline); DN-010 at KDIGO stage 3",
     }
+    gone = {("DN-006", 273), ("DN-006", 365), ("DN-007", 365)}  # withdrawn; died
     for visit, day in STORY_VISITS:
         events: list[AnyEvent] = []
         for i, p in enumerate(people):
-            if p == "DN-001" and visit == "M9":
+            if (p == "DN-001" and visit == "M9") or (p, day) in gone:
                 continue
             at = dose_at[p] + timedelta(days=day)
             events.append(VisitCompleted(**env(p, f"visit-{visit}", at), visit=visit))
@@ -428,6 +434,44 @@ def story(participants: int = 10) -> list[Chapter]:
                 )
             if p == "DN-002" and visit == "M3":
                 events.append(lab(p, "M3-egfr", at, "egfr", 95.0, "mL/min/1.73m2", visit))
+            if p == "DN-003" and visit == "M3":  # the same sample from the lab's feed, differing
+                events.append(
+                    lab(p, "M3-uacr-feed", at, "uacr", round(uacr + 14, 1), "mg/g", visit)
+                )
+            if p == "DN-005" and visit == "M1":  # the same sample again, the same value
+                events.append(lab(p, "M1-creat-feed", at, "creatinine", value, "mg/dL", visit))
+            if p == "DN-006" and visit == "M6":
+                left = at + timedelta(days=8)
+                events.append(
+                    ParticipantDisposition(
+                        **env(p, "withdrew", left),
+                        disposition="withdrew_consent",
+                        disposition_date=left.date(),
+                    )
+                )
+            if p == "DN-007" and visit == "M9":
+                died = at + timedelta(days=27)
+                events.append(
+                    ae(
+                        p,
+                        died,
+                        term="Myocardial infarction",
+                        onset_date=_day(died, 0),
+                        end_date=_day(died, 0),
+                        ctcae_grade=5,
+                        serious=True,
+                        seriousness_criteria=["death"],
+                        relatedness="not_related",
+                        expectedness="expected",
+                        local_or_systemic="systemic",
+                        outcome="fatal",
+                    )
+                )
+                events.append(
+                    ParticipantDisposition(
+                        **env(p, "died", died), disposition="died", disposition_date=died.date()
+                    )
+                )
             if p == "DN-002" and visit == "M1":
                 events.append(
                     ae(

@@ -22,6 +22,7 @@ from services.audit.adapters.store import AuditReader, AuditStore, TokenStore
 from services.audit.adapters.store import Query as Filter
 from services.audit.anchors import Anchors
 from services.audit.domain.chain import INDEXED
+from services.audit.domain.outcomes import standing
 from services.audit.domain.read_models import failed_channels
 from services.audit.report import (
     SOC_COLUMNS,
@@ -165,7 +166,13 @@ def create_app(
     async def labs(_: Who, participant_id: str, analyte: str | None = None) -> dict[str, Any]:
         rows = await reader.table("rm_labs", participant_id=participant_id, analyte=analyte)
         rows.sort(key=lambda r: (r["analyte"], r["occurred_at"]))
-        return {"participant_id": participant_id, "items": [_plain(r) for r in rows]}
+        # each specimen counts once: `stands` marks the result the report and the rules read
+        # (another copy of the same sample, or a corrected value, does not stand)
+        stands = standing(rows)
+        return {
+            "participant_id": participant_id,
+            "items": [{**_plain(r), "stands": r["event_id"] in stands} for r in rows],
+        }
 
     @app.get("/alerts", summary="The alert register with current status")
     async def alerts(

@@ -56,6 +56,11 @@ def scenarios() -> dict[str, tuple[list[ClinicalEvent], list[list[str]]]]:
             p().baseline("uacr", 150).lab("uacr", 320, day=30, visit="M1").events(),
             [["uacr.rise", "medium"]],
         ),
+        "lab.discrepancy": (  # one sample by two routes, two values: the worse (1.15) stands
+            p().baseline("creatinine", 1.0).lab("creatinine", 1.05, day=30, visit="M1")
+            .lab("creatinine", 1.15, day=30, visit="M1").events(),
+            [["lab.discrepancy", "info"]],
+        ),
         "inflammation.rise": (
             p().baseline("tnf_alpha", 8).lab("tnf_alpha", 17, day=30, visit="M1").events(),
             [["inflammation.rise", "info"]],

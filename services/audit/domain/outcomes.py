@@ -27,6 +27,7 @@ from clinical.baseline import choose_baseline
 from clinical.bounds import Bound
 from clinical.egfr import egfr_bound, reported_egfr_stands
 from clinical.kdigo import A_CATEGORIES, G_CATEGORIES, a_category, g_category
+from clinical.specimen import minute, worst
 from clinical.visits import PROTOCOL_WINDOWS, study_day, visit_for_day
 from contracts import Sex
 from services.audit.domain.course import Flow, SocTable, fatal, flow, soc_pt
@@ -96,18 +97,48 @@ def _age(p: Row, lab: Row, at: datetime) -> int | None:
     )
 
 
+def standing(labs: Iterable[Row]) -> set[str]:
+    """The event ids of the results that stand, one per specimen (clinical.specimen: the same
+    participant, analyte and collection minute from any route). Equal copies count once; of
+    copies that disagree the worse value stands; once a correction touched a specimen, only the
+    correction stands for it (as the rule engine settles it)."""
+    groups: dict[tuple[str, str, datetime], list[Row]] = defaultdict(list)
+    for lab in labs:
+        at = utc(lab["occurred_at"])
+        assert at is not None
+        groups[(lab["participant_id"], lab["analyte"], minute(at))].append(lab)
+    out: set[str] = set()
+    for (_, analyte, _), rows in groups.items():
+        if len(rows) == 1:
+            if not rows[0]["superseded_by"]:
+                out.add(rows[0]["event_id"])
+            continue
+        corrections = {r["superseded_by"] for r in rows if r["superseded_by"]}
+        live = [r for r in rows if r["event_id"] in corrections] if corrections else rows
+        live = [r for r in live if not r["superseded_by"]]
+        if live:
+            bounds = (
+                (r["event_id"], Bound.of(float(r["value"]), r["comparator"] or None)) for r in live
+            )
+            out.add(worst(analyte, sorted(bounds, key=lambda b: b[0])))
+    return out
+
+
 def lab_series(
     participants: Mapping[str, Row], labs: Iterable[Row]
 ) -> dict[str, dict[str, list[Sample]]]:
-    """participant -> measure -> samples in time order, corrected values left out, censored ones
-    kept (marked). `egfr` is the eGFR time line the rules read: CKD-EPI 2021 from each creatinine
-    (a censored creatinine gives a censored eGFR, the bound turned round), and a reported eGFR
+    """participant -> measure -> samples in time order, corrected values and other copies of a
+    specimen left out (`standing`), censored ones kept (marked). `egfr` is the eGFR time line
+    the rules read: CKD-EPI 2021 from each creatinine (a censored creatinine gives a censored
+    eGFR, the bound turned round), and a reported eGFR
     where no creatinine was taken in the day before it (clinical.egfr); `egfr_reported` keeps the
     site's own numbers."""
     out: dict[str, dict[str, list[Sample]]] = defaultdict(lambda: defaultdict(list))
     creatinine: dict[str, list[datetime]] = defaultdict(list)
+    labs = list(labs)
+    stands = standing(labs)
     for lab in labs:
-        if lab["superseded_by"]:
+        if lab["event_id"] not in stands:  # corrected, or another copy of the same specimen
             continue
         pid, at = lab["participant_id"], utc(lab["occurred_at"])
         assert at is not None

@@ -113,6 +113,10 @@ class LabEgfrMismatch(_Thresholds):
     same_sample_hours: float = Field(24, gt=0)
 
 
+class LabDiscrepancy(_Thresholds):
+    """Two copies of one specimen with different values (clinical.specimen's precision)."""
+
+
 class RulesConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -130,6 +134,7 @@ class RulesConfig(BaseModel):
     visit_overdue: VisitOverdue = VisitOverdue()
     trial_stopping_rule: TrialStoppingRule = TrialStoppingRule()
     lab_egfr_mismatch: LabEgfrMismatch = LabEgfrMismatch()
+    lab_discrepancy: LabDiscrepancy = LabDiscrepancy()
 
     @cached_property
     def reach(self) -> dict[str, timedelta]:

@@ -54,11 +54,12 @@ from services.safety_rules.domain.rules.other import (
     DoseDeviation,
     DoseRepeat,
     InflammationRise,
+    LabDiscrepancy,
     UacrRise,
 )
 from services.safety_rules.domain.rules.visits import VisitOverdue
 from services.safety_rules.domain.series import Point
-from services.safety_rules.domain.state import Dirty, ParticipantState, fold
+from services.safety_rules.domain.state import Dirty, ParticipantState, fold, same_specimen
 from services.safety_rules.domain.trial import (
     TrialSignal,
     TrialState,
@@ -81,12 +82,14 @@ LAB_RULES: tuple[LabRule, ...] = (
 DOSE_RULES: tuple[DoseRule, ...] = (DoseDeviation(), DoseRepeat())
 VISIT_OVERDUE = VisitOverdue()
 STOPPING_RULE = TrialStoppingRule()
+LAB_DISCREPANCY = LabDiscrepancy()
 ALL_RULE_IDS: tuple[str, ...] = (
     *(r.rule_id for r in AE_RULES),
     *(r.rule_id for r in LAB_RULES),
     *(r.rule_id for r in DOSE_RULES),
     VISIT_OVERDUE.rule_id,
     STOPPING_RULE.rule_id,
+    LAB_DISCREPANCY.rule_id,
 )
 _BY_MEASURE: dict[str, tuple[LabRule, ...]] = {}
 for _rule in LAB_RULES:
@@ -176,6 +179,11 @@ def engine_failed(event: ClinicalEvent, error: str) -> AlertRaised:
 def _drafts(state: ParticipantState, dirty: Dirty, cfg: RulesConfig) -> list[Draft]:
     """Every rule at every dirty place, in clinical order (so alerts come out in it too)."""
     out: list[Draft] = []
+    if dirty.discrepancies and enabled(cfg, LAB_DISCREPANCY.rule_id):
+        for analyte, before, copy in dirty.discrepancies:
+            measure = "reported_egfr" if analyte == "egfr" else analyte
+            standing = same_specimen(state, measure, copy) or copy
+            out.append(LAB_DISCREPANCY.draft(analyte, before, copy, standing))
     if dirty.ae is not None:
         out += [
             d for r in AE_RULES if enabled(cfg, r.rule_id) for d in r.check(state, dirty.ae, cfg)

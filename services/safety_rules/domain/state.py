@@ -14,11 +14,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from clinical.age import age_on, clinical_date
 from clinical.bounds import Bound
 from clinical.course import death_date, schedule_end
 from clinical.egfr import SAME_SAMPLE, egfr_bound, reported_egfr_stands
+from clinical.specimen import minute, same_value, worst
 from clinical.terms import is_fatal
 from contracts import (
     AeReported,
@@ -37,6 +39,7 @@ from services.safety_rules.domain.series import Point, Series
 # reported eGFR with no creatinine in the day before it); `reported_egfr` holds every reported
 # eGFR as sent, which the mismatch rule compares with the creatinine of the same sample.
 MEASURES = ("creatinine", "egfr", "reported_egfr", "uacr", "tnf_alpha", "il_10")
+SPECIMEN = timedelta(minutes=1) - timedelta(microseconds=1)  # one collection minute
 FITTED = frozenset({"egfr"})  # the measures whose least-squares fit a rule reads (the slope)
 
 
@@ -56,6 +59,8 @@ class Dirty:
     points: dict[str, dict[str, Point]] = field(default_factory=dict)
     ae: AeReported | AeUpdated | None = None
     doses: bool = False
+    # copies of one specimen that disagree: (analyte, the copy standing before, the new copy)
+    discrepancies: list[tuple[str, Point, Point]] = field(default_factory=list)
 
     def add(self, measure: str, *points: Point) -> None:
         bucket = self.points.setdefault(measure, {})
@@ -93,6 +98,9 @@ class ParticipantState:
         # each AE's newest version (occurred_at, recorded_at) -> its day of death or None: the
         # newest version decides, whatever order the versions arrive in
         self.deaths: dict[str, tuple[str, str | None]] = {}
+        # one specimen, several copies (clinical.specimen): "<measure>|<minute>" -> every copy's
+        # point, kept only while there are two or more; the series holds the standing one
+        self.specimens: dict[str, list[list[Any]]] = {}
 
     # -- derived -------------------------------------------------------------------------------
     @property
@@ -164,6 +172,7 @@ class ParticipantState:
                 "last_tick": self.last_tick.isoformat() if self.last_tick else None,
                 "ends": self.ends,
                 "deaths": self.deaths,
+                "specimens": self.specimens,
             },
             separators=(",", ":"),
         ).encode()
@@ -190,6 +199,7 @@ class ParticipantState:
         s.last_tick = datetime.fromisoformat(d["last_tick"]) if d["last_tick"] else None
         s.ends = d.get("ends", {})  # states stored before dispositions had none
         s.deaths = {k: (v[0], v[1]) for k, v in d.get("deaths", {}).items()}
+        s.specimens = d.get("specimens", {})
         return s
 
 
@@ -257,6 +267,8 @@ def _rebuild_egfr(state: ParticipantState, dirty: Dirty) -> None:
 
 def _remove_fact(state: ParticipantState, event_id: str, dirty: Dirty) -> None:
     """Take out what a correction replaces, wherever it sits."""
+    if state.specimens and _drop_copy(state, event_id, dirty):
+        return
     for analyte in ("creatinine", "reported_egfr", "uacr", "tnf_alpha", "il_10"):
         p = state.series[analyte].by_id.get(event_id)
         if p is None:
@@ -313,6 +325,37 @@ def _fold_lab(event: LabResulted, state: ParticipantState, dirty: Dirty, event_i
     # descriptor call, three per result)
     p = Point(event_id, event.occurred_at, Bound.of(event.value, event.comparator), event.visit)
     analyte: str = event.analyte
+    measure = "reported_egfr" if analyte == "egfr" else analyte
+    standing = same_specimen(state, measure, p)
+    if standing is None:
+        _place(state, analyte, p, dirty)
+        return
+    # another copy of a sample already here (another route, another event_id)
+    copies = state.specimens.setdefault(_specimen_key(measure, p.at), [standing.to_json()])
+    copies.append(p.to_json())
+    if same_value(analyte, standing.bound, p.bound):
+        return  # an equal copy: counted once, raises nothing
+    dirty.discrepancies.append((analyte, standing, p))
+    chosen = worst(analyte, ((c, c.bound) for c in map(Point.from_json, copies)))
+    if chosen.event_id != standing.event_id:  # the worse value stands until a correction
+        _unplace(state, analyte, standing, dirty)
+        _place(state, analyte, chosen, dirty)
+
+
+def _specimen_key(measure: str, at: datetime) -> str:
+    return f"{measure}|{minute(at).isoformat()}"
+
+
+def same_specimen(state: ParticipantState, measure: str, p: Point) -> Point | None:
+    """The result standing for `p`'s specimen (same analyte, same minute), if one is here."""
+    start = minute(p.at)
+    for q in state.series[measure].between(start, start + SPECIMEN):
+        if minute(q.at) == start:
+            return q
+    return None
+
+
+def _place(state: ParticipantState, analyte: str, p: Point, dirty: Dirty) -> None:
     if analyte == "egfr":
         _insert(state, "reported_egfr", p, dirty)
         _sync_reported_egfr(state, p.at, dirty)
@@ -323,6 +366,32 @@ def _fold_lab(event: LabResulted, state: ParticipantState, dirty: Dirty, event_i
         if e is not None:
             _insert(state, "egfr", e, dirty)
         _sync_reported_egfr(state, p.at, dirty)
+
+
+def _unplace(state: ParticipantState, analyte: str, p: Point, dirty: Dirty) -> None:
+    measure = "reported_egfr" if analyte == "egfr" else analyte
+    _remove(state, measure, p.event_id, dirty)
+    if measure in ("creatinine", "reported_egfr"):
+        _remove(state, "egfr", p.event_id, dirty)
+        _sync_reported_egfr(state, p.at, dirty)
+
+
+def _drop_copy(state: ParticipantState, event_id: str, dirty: Dirty) -> bool:
+    """A correction of one copy of a specimen settles the specimen: every copy is set aside
+    (all stay in the trail) and the correction, folded next, stands alone. Whether `event_id`
+    was such a copy."""
+    for key, copies in state.specimens.items():
+        if not any(c[0] == event_id for c in copies):
+            continue
+        measure = key.split("|", 1)[0]
+        analyte = "egfr" if measure == "reported_egfr" else measure
+        line = state.series[measure].by_id
+        for c in copies:
+            if c[0] in line:
+                _unplace(state, analyte, line[c[0]], dirty)
+        del state.specimens[key]
+        return True
+    return False
 
 
 def fold(

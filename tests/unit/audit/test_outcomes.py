@@ -102,6 +102,7 @@ def lab(
 ) -> dict[str, Any]:
     at = day(n)
     return {
+        "event_id": f"{pid}/{analyte}/{n}/{value}",
         "participant_id": pid,
         "analyte": analyte,
         "value": value,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from clinical.bounds import ratio
+from clinical.specimen import PRECISION, minute
 from contracts import Severity
 from services.safety_rules.domain.config import RulesConfig
 from services.safety_rules.domain.rules.base import Draft, day, shown
@@ -159,3 +160,33 @@ class DoseRepeat:
             )
             for dose in p.doses[1:]
         ]
+
+
+class LabDiscrepancy:
+    """Two copies of one specimen (participant, analyte, collection minute; any route) with
+    values that differ beyond the analyte's reporting precision (clinical.specimen): info, for
+    the data manager. Both are kept; the worse value stands until a correction settles it."""
+
+    rule_id: ClassVar[str] = "lab.discrepancy"
+    version: ClassVar[int] = 1
+
+    def draft(self, analyte: str, before: Point, copy: Point, standing: Point) -> Draft:
+        taken = minute(copy.at).isoformat()
+        return Draft(
+            self.rule_id,
+            self.version,
+            Severity.INFO,
+            f"Two {analyte} results for one sample of {taken}: {before.bound.text()} and "
+            f"{copy.bound.text()}; the worse stands until corrected",
+            trigger=f"{analyte}|{taken}|{copy.event_id}",
+            evidence=(before.event_id, copy.event_id),
+            thresholds={"precision": PRECISION.get(analyte)},
+            facts={
+                "analyte": analyte,
+                "collected_at": taken,
+                "first_value": shown(before.bound, 3),
+                "second_value": shown(copy.bound, 3),
+                "standing_event_id": standing.event_id,
+            },
+            at=copy.at,
+        )
