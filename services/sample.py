@@ -248,6 +248,7 @@ def demo_trial(participants: int = 10) -> Iterator[AnyEvent]:
                 **env("ae-1", dose_at + timedelta(days=12)),
                 ae_id="AE-1",
                 term="Perirenal haematoma",
+                meddra=_coded("Perirenal haematoma", "Renal and urinary disorders"),
                 onset_date=_day(dose_at, 12),
                 ctcae_grade=3,
                 serious=True,
@@ -269,6 +270,12 @@ class Chapter:
 
 
 STORY_VISITS = (("M1", 30), ("M3", 91), ("M6", 182), ("M9", 273), ("M12", 365))
+
+
+def _coded(pt: str, soc: str) -> MeddraCoding:
+    """A site's MedDRA coding of the story's AE: names only (the project ships no dictionary
+    and invents no code)."""
+    return MeddraCoding(llt=pt, pt=pt, soc=soc)
 
 
 def story(participants: int = 10) -> list[Chapter]:
@@ -357,6 +364,7 @@ def story(participants: int = 10) -> list[Chapter]:
             "DN-005",
             bleed,
             term="Perirenal haematoma",
+            meddra=_coded("Perirenal haematoma", "Renal and urinary disorders"),
             onset_date=_day(dose_at["DN-005"], 2),
             ctcae_grade=3,
             serious=True,
@@ -456,6 +464,7 @@ def story(participants: int = 10) -> list[Chapter]:
                         p,
                         died,
                         term="Myocardial infarction",
+                        meddra=_coded("Myocardial infarction", "Cardiac disorders"),
                         onset_date=_day(died, 0),
                         end_date=_day(died, 0),
                         ctcae_grade=5,
@@ -478,6 +487,7 @@ def story(participants: int = 10) -> list[Chapter]:
                         p,
                         at,
                         term="Hyperkalaemia",
+                        meddra=_coded("Hyperkalaemia", "Metabolism and nutrition disorders"),
                         onset_date=_day(at, 0),
                         ctcae_grade=3,
                         serious=False,
@@ -493,6 +503,7 @@ def story(participants: int = 10) -> list[Chapter]:
                         p,
                         at,
                         term="Acute pyelonephritis",
+                        meddra=_coded("Pyelonephritis acute", "Infections and infestations"),
                         onset_date=_day(at, -2),
                         ctcae_grade=3,
                         serious=True,

@@ -150,31 +150,51 @@ async def test_the_demo_report_in_chromium_section_by_section(
         # the numbers a board member reads first
         people = dict((r[0], r[1:]) for r in await table_after(
             page, "primary", "Participants with at least one (of 10 enrolled)"))  # fmt: skip
-        assert people["Any AE"] == ["4", "40.0"]
-        assert people["Any SAE"] == ["2", "20.0"]  # not the other trial's fatal SAE
-        assert people["Death"] == ["0", "0.0"]
+        assert people["Any AE"] == ["5", "50.0"]
+        assert people["Any SAE"] == ["3", "30.0"]  # not the other trial's fatal SAE
+        assert people["Death"] == ["1", "10.0"]  # DN-007
         assert people["Any AE with locality not recorded"] == ["1", "10.0"]  # DN-003's fatigue
         assert people["Any AE with relatedness not yet assessed"] == ["1", "10.0"]
         locality = await table_after(page, "primary", "Locality of AEs by source (events)")
-        assert locality == [["demo", "2", "1", "1"]]
+        assert locality == [["demo", "2", "2", "1"]]
         clocks = await table_after(page, "compliance", "SAE and SUSAR clocks")
         states = [(r[0], r[1], r[-1]) for r in clocks]
         assert states == [
             ("SAE, 24 h", "DN-005", "met"),  # acknowledged 3 h after it was raised
             ("SUSAR, 15 days", "DN-005", "missed"),
             ("SAE, 24 h", "DN-009", "missed"),
+            ("SAE, 24 h", "DN-007", "missed"),  # the death after M9, never acknowledged
         ]
         by_rule = "Alerts by rule, and time from raised to acknowledged"
         response = {r[0]: r for r in await table_after(page, "compliance", by_rule)}
         assert response["sae.reported"][3:6] == ["1", "0", "3.0"]
         assert response["creatinine.aki"][3:6] == ["1", "0", "30.0"]
-        assert len(response) == 14  # every rule fired in the story
+        assert len(response) == 15  # every rule fired in the story
         egfr = await table_after(page, "secondary", "eGFR, CKD-EPI 2021 (mL/min/1.73 m²)")
-        assert [r[1] for r in egfr] == ["10", "10", "10", "9", "10"]  # DN-001 missed M9
+        # DN-001 missed M9; DN-006 withdrew after M6, DN-007 died after M9
+        assert [r[1] for r in egfr] == ["10", "10", "10", "8", "8"]
         il10 = await table_after(page, "secondary", "IL-10 (pg/mL)")
         assert [(r[1], r[2], r[4]) for r in il10] == [
-            (n, "0.50", "0.50") for n in ("10", "10", "10", "9", "10")
+            (n, "0.50", "0.50") for n in ("10", "10", "10", "8", "8")
         ]  # 6.0 at baseline, 6.5 at each visit
+
+        # the participant flow, first: who is still on study, and each visit's denominator
+        flow = dict((r[0], r[1]) for r in await cells(page, "#disposition table.flow"))
+        assert (flow["Enrolled"], flow["Injected"], flow["On study at the cut-off"]) == (
+            "10", "10", "8",
+        )  # fmt: skip
+        assert (flow["Withdrew consent"], flow["Died"]) == ("1", "1")
+        denominators = "Injected participants still on study at each visit: its denominator"
+        on_study = await table_after(page, "disposition", denominators)
+        assert on_study == [["10", "10", "10", "9", "8"]]  # DN-006 left at day 190, DN-007 at 300
+
+        # AEs by SOC and PT as the sites coded them; DN-003's fatigue, uncoded, by its verbatim
+        soc = [r[:4] for r in await cells(page, "#soc table.soc")]
+        assert soc[:2] == [
+            ["Cardiac disorders", "1", "10.0", "1"], ["Myocardial infarction", "1", "10.0", "1"],
+        ]  # fmt: skip
+        assert soc[-2:] == [["Not coded (verbatim term)"], ["Fatigue", "1", "10.0", "1"]]
+        assert len(soc) == 2 * 4 + 2
         shift = await table_after(page, "shifts", "Albuminuria category (A): 10 participants")
         assert shift[1] == ["A2", "0", "10", "0"]
         await browser.close()
