@@ -242,3 +242,25 @@ def test_meddra_codes_are_carried_and_a_malformed_one_is_left_out_with_a_note() 
     assert event["meddra"] == {"pt": "Flank pain", "pt_code": "10016750", "soc": "Musculoskeletal"}
     assert "AESOCCD '1002839' is not an 8-digit MedDRA code: left out" in {n.note for n in m.notes}
     parse_event({**event, **SERVER})
+
+
+@pytest.mark.external
+def test_the_pilot_ds_as_a_sas_transport_file_maps_like_its_csv(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+    import pyreadstat
+
+    from services.ingest.importer import read_rows
+
+    xpt = tmp_path / "ds.xpt"
+    frame = pd.read_csv(shared_data / "sdtm" / "ds.csv", dtype=str).fillna("")
+    pyreadstat.write_xport(frame, str(xpt), table_name="DS", file_format_version=5)
+    rows = read_rows("ds.xpt", xpt.read_bytes())
+    assert domain_of("ds.xpt", rows[0]) == "DS"
+    from_xpt, from_csv = (
+        map_rows("DS", rows, UTC),
+        map_rows("DS", _pilot(shared_data, "ds.csv"), UTC),
+    )
+    assert from_xpt.events == from_csv.events
+    assert len(from_xpt.events) == 306
