@@ -166,8 +166,19 @@ def authorize(
             )
         if site is not None and site != event.site_id:
             return Refusal(ENROLLED_ELSEWHERE, 409)
-    elif site is None and screened_out(event) and not is_site:
-        pass  # a screen failure was never enrolled: the import records why (DESIGN, disposition)
+    elif site is None and screened_out(event):
+        # a screen failure was never enrolled, so no site holds the id: an admin or import key
+        # records it (a site key would claim an id no enrolment fixed to it)
+        if is_site:
+            return Refusal(
+                FieldError(
+                    "participant_id",
+                    "a screen failure of someone never enrolled is recorded with an admin key "
+                    "(or the sponsor's SDTM DS import); a site key writes only its enrolled "
+                    "participants",
+                ),
+                403,
+            )
     elif site is None:
         if is_site:
             return _not_yours(principal)

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from contracts import LabResulted, ParticipantEnrolled, Sex, Source
+from contracts import LabResulted, ParticipantEnrolled, Sex, Source, parse_event
 from services.ingest.domain.policy import Principal, Role, authorize, scoped_to_site
 
 A = Principal("ka", Role.SITE, "A")
@@ -77,3 +77,21 @@ def test_import_ids_are_scoped_by_site_keyed_and_stable() -> None:
     assert a1.event_id != scoped_to_site(event, "A", None).event_id
     assert a1.event_id != scoped_to_site(event, "A", b"x" * 32).event_id
     assert a1.event_id.version == 8
+
+
+def screened_out(pid: str) -> Any:
+    return parse_event({
+        "event_type": "participant.disposition", "event_id": str(uuid.uuid4()),
+        "trial_id": "UCMSC-DN-01", "participant_id": pid, "occurred_at": "2026-01-02T00:00:00Z",
+        "recorded_at": "2026-01-02T00:00:00Z", "recorded_by": "x", "source": "sdtm",
+        "disposition": "screen_failure", "disposition_date": "2026-01-02",
+    })  # fmt: skip
+
+
+def test_a_screen_failure_never_enrolled_is_recorded_by_an_admin_and_refused_to_a_site() -> None:
+    assert authorize(screened_out("DN-X9"), ADMIN, SITES, {}) is None
+    refusal = authorize(screened_out("DN-X9"), A, SITES, {})
+    assert refusal is not None and refusal.status == 403
+    assert refusal.error.field == "participant_id" and "admin key" in refusal.error.reason
+    # any other fact of someone never enrolled is refused, as before
+    assert authorize(lab("DN-X9"), ADMIN, SITES, {}) is not None
