@@ -271,6 +271,12 @@ class RulesWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             session_timeout_ms=int(s.rules_session_timeout_s * 1000),
             # the survivor learns of a rebalance at its next heartbeat: a second at most
             heartbeat_interval_ms=int(min(3.0, s.rules_session_timeout_s / 6) * 1000),
+            # How long a rebalance waits for members to rejoin. aiokafka's default (the session
+            # timeout) let a static member killed in its revoke callback outlast the join: it
+            # was assigned partitions it would never take, and a second rebalance followed its
+            # session's end (11.75 s; one in 18 kills). Longer than the session, a dead member
+            # is always dropped by its session first: one rebalance (Java's default is 5 min).
+            rebalance_timeout_ms=int(max(30.0, 3 * s.rules_session_timeout_s) * 1000),
             max_partition_fetch_bytes=2 * 1024 * 1024,
         )
         self.producer = self._make_producer()

@@ -59,7 +59,7 @@ async def stack_or_takeover(args: argparse.Namespace) -> int:
             print(stack.stack_table(rows))
         else:
             launcher = launcher_in(Path(tmp) / "kafka")
-            launcher.up()
+            await asyncio.to_thread(launcher.up)
             try:
                 for session in args.session or [6.0]:
                     for seed in range(args.runs):
@@ -71,7 +71,7 @@ async def stack_or_takeover(args: argparse.Namespace) -> int:
                             print(t, flush=True)
                             rows.append(t)
             finally:
-                launcher.down(purge=True)
+                await asyncio.to_thread(launcher.down, purge=True)
             print(takeover.table(rows))
     kind = "stack" if args.stack else "takeover"
     default = "benchmarks/results/faults.json"

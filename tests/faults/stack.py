@@ -190,7 +190,7 @@ class Stack:
 
     async def start(self) -> str:
         """Every service up; returns an admin API key of ingest."""
-        out = self.cli("ingest", "keys", "--role", "admin")
+        out = await asyncio.to_thread(self.cli, "ingest", "keys", "--role", "admin")
         key = out.stdout.split("secret: ", 1)[1].split()[0]
         for name in self.SERVICES:
             self._start(name)
@@ -388,7 +388,7 @@ async def run_stack_once(
         stop_faults = await stack.stop()
         if stop_faults:
             note += "; ".join(stop_faults)
-        verdict = stack.cli("audit", "verify", "--against-log")
+        verdict = await asyncio.to_thread(stack.cli, "audit", "verify", "--against-log")
         verified = verdict.returncode == 0
         if not verified:
             note += f" verify: {verdict.stdout[-400:]} {verdict.stderr[-400:]}"
