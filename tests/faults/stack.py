@@ -7,7 +7,7 @@ post:
   (past every client's request timeout; 10 minutes is aiokafka's idempotent producer's
   `OutOfOrderSequenceNumber` ground);
 - `lock-ingest`, `lock-rules`, `lock-notifier`, `lock-audit`: that service's SQLite database
-  held under an exclusive write lock for LOCK_S (10 s); `lock-each`: the four in turn.
+  held under an exclusive write lock for LOCK_S (10 s); `lock-all`: the four at once.
 
 The harness is the services' supervisor, as systemd's `Restart=always` is: a process that exits
 is started again (each exit counted, with its code). After the fault a probe, one serious AE
@@ -62,7 +62,7 @@ STACK_SCENARIOS = {
     "lock-rules": ("lock", "rules"),
     "lock-notifier": ("lock", "notifier"),
     "lock-audit": ("lock", "audit"),
-    "lock-each": ("lock", "each"),  # every store in turn, one run (CI's short version)
+    "lock-all": ("lock", "all"),  # every store at once, one run (CI's short version)
 }
 LOCK_S = float(os.environ.get("FAULT_LOCK_S", "10"))
 SERVER_FIELDS = ("recorded_at", "recorded_by", "source")
@@ -360,8 +360,8 @@ async def run_stack_once(
             await asyncio.sleep(float(arg))
             await asyncio.to_thread(launcher.up, create_topics=False)
         else:
-            for store in stack.db if arg == "each" else [str(arg)]:
-                await _hold_lock(stack.db[store], LOCK_S)
+            stores = list(stack.db) if arg == "all" else [str(arg)]
+            await asyncio.gather(*(_hold_lock(stack.db[store], LOCK_S) for store in stores))
         fault_over = time.monotonic()
         await sites.post(probe_batch)
         deadline = time.monotonic() + settle_s + (float(arg) if kind == "broker" else 0)
