@@ -57,7 +57,7 @@ def test_the_demo_serves_what_it_prints_until_ctrl_c_stops_everything(tmp_path: 
         text = "".join(lines)
         assert "Ctrl-C stops everything" in text, text[-3000:]
         assert "stream vs `safety-monitor evaluate` (every rule, visit.overdue too): agree" in text
-        assert "14 of the 14 rules" in text  # the story fires every rule
+        assert "15 of the 15 rules" in text  # the story fires every rule
         assert "hash chain verified" in text
         token = re.search(r"Bearer (\S+)\)", text)
         assert token, text[-2000:]

@@ -29,7 +29,7 @@ def test_every_rule_fires_where_the_story_says() -> None:
         chapter = next(c for c in chapters if c.title.startswith(where))
         assert rule in chapter.watch, (pid, rule, where)  # announced where it happens
     final = run(so_far, rules, as_of=TODAY)
-    assert {a.rule_id for a in final} == set(rules.enabled_rules)  # all 14
+    assert {a.rule_id for a in final} == set(rules.enabled_rules)  # all 15
     overdue = [
         (a.participant_id, a.thresholds["visit"]) for a in final if a.rule_id == "visit.overdue"
     ]
