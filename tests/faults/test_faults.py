@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import postgres_url
 from tests.faults.harness import SCENARIOS, run_once, table
-from tests.faults.stack import run_stack_once, stack_table
+from tests.faults.stack import StackResult, run_stack_once, stack_table
 from tests.faults.takeover import takeover_once
 
 RUNS = int(os.environ.get("FAULT_RUNS", "1"))
@@ -54,17 +54,38 @@ async def test_the_whole_stack_through_an_outage_loses_nothing_repeats_nothing_s
     each mostly waits). Every event on the topic once, the alerts `evaluate` gives byte for
     byte, each emailed once, the trail verified against the log, and a serious AE posted after
     the fault emailed. `python -m tests.faults --stack` runs every scenario (70 s, 10 minutes,
-    each store alone) as often as asked."""
+    each store alone) as often as asked. Beside them run the projection's and the notifier's
+    own outage tests (tests/integration/{audit,notifier}/test_outages.py)."""
     import asyncio
 
-    results = await asyncio.gather(
+    from tests.integration.audit.test_outages import (
+        the_projection_waits_out_an_outage_anchors_later_and_stops_promptly as projection,
+    )
+    from tests.integration.notifier.test_outages import (
+        a_locked_database_and_a_broker_outage_neither_stop_nor_repeat_anything as notifier,
+    )
+
+    for name in ("projection", "notifier"):
+        (tmp_path / name).mkdir()
+    # every run ends (its processes and broker stopped) before any failure is reported
+    done = await asyncio.gather(
         *(
             run_stack_once(
                 scenario, tmp_path / scenario, participants=PARTICIPANTS // 10, seed=0, post_s=20
             )
             for scenario in ("broker-20s", "lock-all")
-        )
+        ),
+        # the projection's and the notifier's own outage tests (issue 28's findings), side by
+        # side with these: each waits on a broker of its own
+        projection(tmp_path / "projection"),
+        notifier(tmp_path / "notifier"),
+        return_exceptions=True,
     )
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    results = [r for r in done if isinstance(r, StackResult)]
+    assert len(results) == 2, done
     print("\n" + stack_table(list(results)) + "".join(f"\n{r}" for r in results))
     for r in results:
         assert r.expected > 100 and r.on_topic == r.events, r

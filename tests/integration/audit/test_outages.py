@@ -21,9 +21,11 @@ from tests.conftest import free_port, launcher_in
 from tests.integration.kafka_io import produce
 
 
-async def test_the_projection_waits_out_an_outage_anchors_later_and_stops_promptly(
+async def the_projection_waits_out_an_outage_anchors_later_and_stops_promptly(
     tmp_path: Path,
 ) -> None:
+    """Run by `tests/faults/test_faults.py` beside the whole stack's outages (each waits on a
+    broker of its own: side by side they take the time of the longest)."""
     launcher = launcher_in(tmp_path / "k")
     await asyncio.to_thread(launcher.up)
     db = tmp_path / "audit.db"

@@ -33,9 +33,11 @@ async def until(check: object, what: str, timeout_s: float = 90) -> None:
         await asyncio.sleep(0.2)
 
 
-async def test_a_locked_database_and_a_broker_outage_neither_stop_nor_repeat_anything(
+async def a_locked_database_and_a_broker_outage_neither_stop_nor_repeat_anything(
     tmp_path: Path,
 ) -> None:
+    """Run by `tests/faults/test_faults.py` beside the whole stack's outages (each waits on a
+    broker of its own: side by side they take the time of the longest)."""
     launcher = launcher_in(tmp_path / "k")
     await asyncio.to_thread(launcher.up)
     rule, smtp_port, port = unique_rule(), free_port(), free_port()
